@@ -1,0 +1,93 @@
+//! Numbered migrations from `schema/`, compiled into the binary and applied idempotently.
+//!
+//! Each file is a list of statements separated by `;` at the end of a line, with `{db}` standing
+//! for the database. Statements are written to be safe to run twice (`IF NOT EXISTS`), because
+//! two gateways starting together may both apply the same migration; the tracking table then
+//! holds the version twice, which is harmless.
+
+use super::client::{ChError, Clickhouse};
+use crate::events;
+
+/// (version, name, SQL), in order.
+pub const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "tables", include_str!("../../schema/0001_tables.sql"))];
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Applied {
+    version: u32,
+}
+
+/// Creates the database if needed and applies every migration not yet recorded. Returns the
+/// versions applied now.
+pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
+    ch.execute(&format!(
+        "CREATE DATABASE IF NOT EXISTS `{}`",
+        ch.database()
+    ))
+    .await?;
+    let tracking = ch.table("schema_migrations");
+    ch.execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {tracking} (version UInt32, name String, applied_at DateTime) \
+         ENGINE = MergeTree ORDER BY version"
+    ))
+    .await?;
+    let done: Vec<u32> = ch
+        .fetch_all::<Applied>(&format!("SELECT DISTINCT version FROM {tracking}"))
+        .await?
+        .into_iter()
+        .map(|a| a.version)
+        .collect();
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        for statement in statements(sql, ch.database()) {
+            ch.execute(&statement).await?;
+        }
+        ch.execute(&format!(
+            "INSERT INTO {tracking} (version, name, applied_at) VALUES ({version}, '{name}', now())"
+        ))
+        .await?;
+        applied.push(*version);
+    }
+    events::writer::migrations_applied(&applied);
+    Ok(applied)
+}
+
+/// Splits a migration file into statements, dropping comment lines, with `{db}` filled in.
+fn statements(sql: &str, db: &str) -> Vec<String> {
+    let without_comments: String = sql
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    without_comments
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches(';').replace("{db}", &format!("`{db}`")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_splits_into_create_statements() {
+        for (_, _, sql) in MIGRATIONS {
+            let statements = statements(sql, "hh");
+            assert!(!statements.is_empty());
+            for s in statements {
+                assert!(s.starts_with("CREATE TABLE IF NOT EXISTS `hh`."), "{s}");
+                assert!(!s.contains("{db}") && !s.ends_with(';'));
+            }
+        }
+    }
+
+    #[test]
+    fn versions_are_increasing() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

@@ -1,0 +1,217 @@
+//! Pipelines and tokens, kept in ClickHouse as versioned rows so every gateway sees one state.
+//!
+//! A change (create, disable, revoke) is an insert of a new version; readers take the highest
+//! version with `FINAL`. Nothing is ever updated in place, so a revocation reaches every replica
+//! of a replicated table like any other insert.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::client::{ChError, Clickhouse};
+use super::rows::{PipelineRow, TokenRow};
+use crate::ingest::{Key, PipelineId, Token};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("ClickHouse: {0}")]
+    Clickhouse(#[from] ChError),
+    #[error("no pipeline with id {0}")]
+    NoSuchPipeline(u64),
+    #[error("no token with key {0}")]
+    NoSuchKey(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<clickhouse::error::Error> for StoreError {
+    fn from(e: clickhouse::error::Error) -> StoreError {
+        StoreError::Clickhouse(ChError(e))
+    }
+}
+
+/// A version number for a new row: nanoseconds now, and above `previous` whatever the clock says.
+fn next_version(previous: u64) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    now.max(previous + 1)
+}
+
+fn now_secs() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as u32
+}
+
+/// A name for a pipeline or token: 1 to 200 characters, no control characters.
+pub fn check_name(name: &str) -> Result<(), StoreError> {
+    let len = name.chars().count();
+    if len == 0 || len > 200 || name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "a name must be 1 to 200 characters without control characters, got {name:?}"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn list_pipelines(ch: &Clickhouse) -> Result<Vec<PipelineRow>, StoreError> {
+    let sql = format!(
+        "SELECT ?fields FROM {} FINAL ORDER BY pipeline_id",
+        ch.table("pipelines")
+    );
+    Ok(ch.fetch_all(&sql).await?)
+}
+
+pub async fn list_tokens(ch: &Clickhouse) -> Result<Vec<TokenRow>, StoreError> {
+    let sql = format!(
+        "SELECT ?fields FROM {} FINAL ORDER BY created_at, key",
+        ch.table("tokens")
+    );
+    Ok(ch.fetch_all(&sql).await?)
+}
+
+async fn find_pipeline(ch: &Clickhouse, id: u64) -> Result<PipelineRow, StoreError> {
+    let sql = format!(
+        "SELECT ?fields FROM {} FINAL WHERE pipeline_id = {id}",
+        ch.table("pipelines")
+    );
+    let rows: Vec<PipelineRow> = ch.fetch_all(&sql).await?;
+    rows.into_iter()
+        .next()
+        .ok_or(StoreError::NoSuchPipeline(id))
+}
+
+async fn find_token(ch: &Clickhouse, key: &Key) -> Result<TokenRow, StoreError> {
+    // `key` is a parsed UUID, so it is safe inside the literal.
+    let sql = format!(
+        "SELECT ?fields FROM {} FINAL WHERE key = '{key}'",
+        ch.table("tokens")
+    );
+    let rows: Vec<TokenRow> = ch.fetch_all(&sql).await?;
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| StoreError::NoSuchKey(key.to_string()))
+}
+
+async fn insert_pipeline(ch: &Clickhouse, row: &PipelineRow) -> Result<(), StoreError> {
+    let mut insert = ch
+        .inner()
+        .insert_unescaped::<PipelineRow>(&ch.table("pipelines"))
+        .await?;
+    insert.write(row).await?;
+    insert.end().await?;
+    Ok(())
+}
+
+async fn insert_token(ch: &Clickhouse, row: &TokenRow) -> Result<(), StoreError> {
+    let mut insert = ch
+        .inner()
+        .insert_unescaped::<TokenRow>(&ch.table("tokens"))
+        .await?;
+    insert.write(row).await?;
+    insert.end().await?;
+    Ok(())
+}
+
+/// Creates a pipeline with the next free id and its `pipeline_<id>` view.
+///
+/// Ids are allocated as one more than the largest; two operators creating pipelines in the same
+/// instant against the same ClickHouse could pick the same id, which is why this is an operator
+/// command and not an API.
+pub async fn create_pipeline(ch: &Clickhouse, name: &str) -> Result<PipelineRow, StoreError> {
+    check_name(name)?;
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Max {
+        max: u64,
+    }
+    let sql = format!(
+        "SELECT max(pipeline_id) AS max FROM {}",
+        ch.table("pipelines")
+    );
+    let max = ch
+        .fetch_all::<Max>(&sql)
+        .await?
+        .first()
+        .map_or(0, |m| m.max);
+    let row = PipelineRow {
+        pipeline_id: max + 1,
+        name: name.to_owned(),
+        active: 1,
+        created_at: now_secs(),
+        version: next_version(0),
+    };
+    insert_pipeline(ch, &row).await?;
+    create_view(ch, row.pipeline_id).await?;
+    Ok(row)
+}
+
+/// `pipeline_<id>`: exactly the four columns Kondado delivers, for one pipeline.
+pub async fn create_view(ch: &Clickhouse, id: u64) -> Result<(), StoreError> {
+    ch.execute(&format!(
+        "CREATE VIEW IF NOT EXISTS {} AS SELECT __kdd_request_id, __kdd_request_unix_timestamp, \
+         __kdd_requester_key, __kdd_request_body FROM {} WHERE pipeline_id = {id}",
+        ch.table(&format!("pipeline_{id}")),
+        ch.table("events"),
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Turns a pipeline's writes on or off (a disabled pipeline's requests go to `rejected`).
+pub async fn set_pipeline_active(
+    ch: &Clickhouse,
+    id: u64,
+    active: bool,
+) -> Result<PipelineRow, StoreError> {
+    let mut row = find_pipeline(ch, id).await?;
+    row.active = u8::from(active);
+    row.version = next_version(row.version);
+    insert_pipeline(ch, &row).await?;
+    Ok(row)
+}
+
+/// Creates a token for `pipelines` (empty: every pipeline). The token is returned once, here.
+pub async fn create_token(
+    ch: &Clickhouse,
+    name: &str,
+    pipelines: &[u64],
+) -> Result<(TokenRow, Key, Token), StoreError> {
+    check_name(name)?;
+    for id in pipelines {
+        if PipelineId::new(*id).is_none() {
+            return Err(StoreError::Invalid("pipeline ids start at 1".into()));
+        }
+        find_pipeline(ch, *id).await?;
+    }
+    let key = Key::generate();
+    let token = Token::generate();
+    let mut allowed = pipelines.to_vec();
+    allowed.sort_unstable();
+    allowed.dedup();
+    let row = TokenRow {
+        key: key.to_string(),
+        name: name.to_owned(),
+        token_hash: token.hash().to_hex(),
+        pipelines: allowed,
+        revoked: 0,
+        created_at: now_secs(),
+        version: next_version(0),
+    };
+    insert_token(ch, &row).await?;
+    Ok((row, key, token))
+}
+
+/// Revokes a token: from now on its requests go to `rejected` as `REVOKED_KEY`.
+pub async fn revoke_token(ch: &Clickhouse, key: &str) -> Result<TokenRow, StoreError> {
+    let key = Key::parse(key).ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "{key:?} is not a key (a UUID like d538b946-9d55-405a-9bd2-72d74b1cb8f5)"
+        ))
+    })?;
+    let mut row = find_token(ch, &key).await?;
+    row.revoked = 1;
+    row.version = next_version(row.version);
+    insert_token(ch, &row).await?;
+    Ok(row)
+}

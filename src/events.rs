@@ -1,0 +1,152 @@
+//! Everything that happens, logged and counted in one place.
+//!
+//! Each function here is one kind of event: it emits the tracing event and moves the Prometheus
+//! series that count it, so the two can never disagree and call sites stay one line. The series
+//! names are listed in the README's Operations section.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+/// The edge: answers and bytes.
+pub mod http {
+    use super::*;
+
+    pub fn answered(status: u16, error: Option<&'static str>) {
+        counter!("hookhouse_http_requests_total", "code" => status.to_string(), "error" => error.unwrap_or("")).increment(1);
+    }
+
+    pub fn body_received(bytes: usize) {
+        counter!("hookhouse_http_received_bytes_total").increment(bytes as u64);
+    }
+
+    pub fn rate_limited(key: &str) {
+        tracing::debug!(key, "request over the per-key rate limit");
+        counter!("hookhouse_rate_limited_total").increment(1);
+    }
+
+    pub fn append_failed(request_id: &str, error: &dyn std::fmt::Display) {
+        tracing::warn!(request_id, %error, "request not acknowledged: the log did not take it");
+    }
+}
+
+/// The write-ahead log.
+pub mod wal {
+    use super::*;
+    use std::path::Path;
+
+    pub fn recovered(segments: usize, bytes: u64, last_seq: u64, confirmed: u64) {
+        tracing::info!(
+            segments,
+            bytes,
+            last_seq,
+            confirmed,
+            pending = last_seq.saturating_sub(confirmed),
+            "write-ahead log opened"
+        );
+    }
+
+    pub fn group_committed(records: usize, bytes: usize, took: Duration) {
+        histogram!("hookhouse_wal_group_records").record(records as f64);
+        histogram!("hookhouse_wal_fsync_seconds").record(took.as_secs_f64());
+        counter!("hookhouse_wal_appended_records_total").increment(records as u64);
+        counter!("hookhouse_wal_appended_bytes_total").increment(bytes as u64);
+    }
+
+    pub fn over_budget() {
+        tracing::warn!(
+            "write-ahead log over its disk budget (HOOKHOUSE_WAL_MAX_BYTES): answering 503"
+        );
+        counter!("hookhouse_wal_over_budget_total").increment(1);
+    }
+
+    pub fn write_failed(error: &std::io::Error) {
+        tracing::error!(%error, "write-ahead log write or fsync failed: answering 503");
+        counter!("hookhouse_wal_write_errors_total").increment(1);
+    }
+
+    pub fn torn_tail_cut(segment: &Path, bytes: u64) {
+        tracing::warn!(segment = %segment.display(), bytes, "cut a torn tail off the newest log segment (kept in quarantine/)");
+        counter!("hookhouse_wal_torn_bytes_total").increment(bytes);
+    }
+
+    pub fn damage_found(segment: &Path, offset: u64, bytes: usize, kept: &Path) {
+        tracing::error!(segment = %segment.display(), offset, bytes, kept = %kept.display(), "unreadable bytes in the log, moved aside");
+        counter!("hookhouse_wal_damaged_bytes_total").increment(bytes as u64);
+    }
+
+    pub fn state(bytes_on_disk: u64, pending_records: u64) {
+        gauge!("hookhouse_wal_bytes").set(bytes_on_disk as f64);
+        gauge!("hookhouse_wal_pending_records").set(pending_records as f64);
+    }
+
+    pub fn released(bytes: u64) {
+        tracing::debug!(bytes, "deleted log segments that are in ClickHouse");
+    }
+}
+
+/// The batch writer and ClickHouse.
+pub mod writer {
+    use super::*;
+
+    pub fn batch_inserted(rows: usize, rejected: usize, took: Duration) {
+        tracing::debug!(
+            rows,
+            rejected,
+            took_ms = took.as_millis() as u64,
+            "batch landed"
+        );
+        histogram!("hookhouse_batch_rows").record((rows + rejected) as f64);
+        histogram!("hookhouse_insert_seconds").record(took.as_secs_f64());
+        counter!("hookhouse_rows_inserted_total").increment(rows as u64);
+    }
+
+    pub fn rejected(reason: &'static str, count: u64) {
+        counter!("hookhouse_rows_rejected_total", "reason" => reason).increment(count);
+    }
+
+    pub fn landed(lag: Duration) {
+        histogram!("hookhouse_landing_lag_seconds").record(lag.as_secs_f64());
+    }
+
+    pub fn clickhouse_failed(
+        what: &'static str,
+        kind: &'static str,
+        error: &dyn std::fmt::Display,
+        retry_in: Option<Duration>,
+    ) {
+        match retry_in {
+            Some(delay) => {
+                tracing::warn!(what, kind, %error, retry_in_ms = delay.as_millis() as u64, "ClickHouse failed; will retry")
+            }
+            None => tracing::error!(what, kind, %error, "ClickHouse refused for good"),
+        }
+        counter!("hookhouse_clickhouse_errors_total", "kind" => kind).increment(1);
+        if retry_in.is_some() {
+            counter!("hookhouse_clickhouse_retries_total").increment(1);
+        }
+    }
+
+    pub fn duplicates_skipped(count: usize) {
+        tracing::info!(
+            count,
+            "rows already in ClickHouse from an unconfirmed insert were not sent again"
+        );
+        counter!("hookhouse_rows_already_present_total").increment(count as u64);
+    }
+
+    pub fn poison_found(request_id: &str, error: &dyn std::fmt::Display) {
+        tracing::error!(request_id, %error, "ClickHouse refuses this row for good; it goes to `rejected` as INSERT_FAILED");
+    }
+
+    pub fn credentials_reloaded(keys: usize, pipelines: usize) {
+        tracing::debug!(keys, pipelines, "credentials reloaded from ClickHouse");
+        counter!("hookhouse_credentials_reloads_total").increment(1);
+    }
+
+    pub fn migrations_applied(applied: &[u32]) {
+        if !applied.is_empty() {
+            tracing::info!(?applied, "schema migrations applied");
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Wiring: the only place that knows every stage. [`Application::build`] opens the log, binds the
+//! listener and starts the writer; [`Application::run`] serves until a shutdown signal and then
+//! stops the stages in order: refuse new requests, finish those in flight, fsync and close the
+//! log, let the writer land what it holds, exit.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::clickhouse::Clickhouse;
+use crate::config::Settings;
+use crate::http::{self, AppState, Health, KeyRateLimiter};
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::wal::{Wal, WalConfig};
+use crate::writer::{Writer, WriterConfig};
+use crate::{events, telemetry};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    server_handle: ServerHandle,
+    wal: Arc<Wal>,
+    health: Arc<Health>,
+    writer: JoinHandle<()>,
+    trigger: ShutdownTrigger,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let data_dir = settings.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+        let instance_id = instance_id(&data_dir)?;
+        let wal_config = WalConfig {
+            dir: data_dir.clone(),
+            max_bytes: settings.wal_max_bytes,
+            segment_bytes: settings.wal_segment_bytes,
+            fsync: settings.fsync,
+        };
+        let (wal, recovery) = tokio::task::spawn_blocking(move || Wal::open(wal_config))
+            .await?
+            .with_context(|| {
+                format!("cannot open the write-ahead log in {}", data_dir.display())
+            })?;
+        events::wal::recovered(
+            recovery.segments,
+            recovery.bytes,
+            recovery.last_seq,
+            recovery.checkpoint.confirmed,
+        );
+        let wal = Arc::new(wal);
+        let shared = wal.shared().clone();
+
+        let (trigger, shutdown) = shutdown::channel();
+        let ch = Clickhouse::new(&settings);
+        let health = Arc::new(Health::new(shared.clone()));
+        tokio::spawn(
+            health
+                .clone()
+                .watch_clickhouse(ch.clone(), shutdown.clone()),
+        );
+
+        let writer = Writer::new(
+            ch,
+            shared,
+            recovery.checkpoint,
+            WriterConfig {
+                batch_max_rows: settings.batch_max_rows as usize,
+                batch_max_bytes: settings.batch_max_bytes as usize,
+                batch_max_wait: settings.batch_max_wait(),
+                credentials_refresh: settings.credentials_refresh(),
+                instance_id,
+                data_dir: settings.data_dir.clone(),
+            },
+        );
+        let writer = tokio::spawn(writer.run(shutdown.clone()));
+
+        let rate_limiter = KeyRateLimiter::new(settings.rate_limit_per_key).map(Arc::new);
+        if let Some(limiter) = rate_limiter.clone() {
+            tokio::spawn(forget_idle_keys(limiter, shutdown.clone()));
+        }
+        let state = web::Data::new(AppState {
+            wal: wal.clone(),
+            max_body_bytes: settings.max_body_bytes as usize,
+            body_timeout: settings.body_timeout(),
+            rate_limiter,
+            inflight: Arc::new(Semaphore::new(settings.max_inflight_requests)),
+            health: health.clone(),
+            metrics: telemetry::metrics(),
+        });
+
+        let addr = settings.listen_addr()?;
+        let listener = TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (HOOKHOUSE_LISTEN)"))?;
+        let port = listener.local_addr()?.port();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let server =
+            HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+                .workers(workers)
+                .max_connections(settings.max_connections.div_ceil(workers))
+                .shutdown_timeout(settings.shutdown_grace_secs)
+                .disable_signals()
+                .listen(listener)?
+                .run();
+        tracing::info!(%addr, port, "hookhouse is listening");
+        Ok(Application {
+            port,
+            server_handle: server.handle(),
+            server,
+            wal,
+            health,
+            writer,
+            trigger,
+            grace: settings.shutdown_grace(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A receiver that turns when shutdown starts (for tests and embedding).
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.trigger.subscribe()
+    }
+
+    /// Serves until `stop` resolves, then shuts down in order within the grace period.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let Application {
+            server,
+            server_handle,
+            wal,
+            health,
+            writer,
+            trigger,
+            grace,
+            ..
+        } = self;
+        let server = tokio::spawn(server);
+        stop.await;
+        let started = Instant::now();
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new requests, finishing those in flight"
+        );
+        health.set_shutting_down();
+        // Graceful: stop accepting, wait up to the grace period for requests in flight.
+        server_handle.stop(true).await;
+        let _ = server.await;
+        // Everything answered 200 is written; fsync and close the log.
+        tokio::task::spawn_blocking(move || wal.close()).await?;
+        trigger.trigger();
+        let left = grace.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, writer).await {
+            Ok(_) => tracing::info!("writer finished; the rest of the log, if any, lands at the next start"),
+            Err(_) => tracing::warn!("writer did not finish within the grace period; what it held stays in the log and lands at the next start"),
+        }
+        Ok(())
+    }
+}
+
+/// This gateway's id, kept in the data folder: it names the gateway's inserts in ClickHouse.
+fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() && id.trim().chars().all(|c| c.is_ascii_hexdigit()) => {
+            Ok(id.trim().to_string())
+        }
+        _ => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &id)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            crate::wal::segment::sync_dir(data_dir)?;
+            Ok(id)
+        }
+    }
+}
+
+async fn forget_idle_keys(limiter: Arc<KeyRateLimiter>, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => limiter.forget_idle(),
+            _ = shutdown.triggered() => return,
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

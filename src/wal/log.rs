@@ -1,0 +1,438 @@
+//! The log's single appender: recovery at open, then one thread that group-commits.
+//!
+//! Every accepted request is sent to the appender thread with a reply channel. The thread takes
+//! everything queued, encodes it into one buffer, writes it with one `write`, fsyncs once and
+//! then answers them all, so concurrent requests share each fsync. Sequence numbers are handed
+//! out here, in file order. Nobody else writes to segment files; the batch writer only reads
+//! them, never past the durable position this thread publishes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::record::NewRecord;
+use super::segment::{self, list_segments, segment_path, sync_dir, SegmentCursor, Step};
+use super::{Checkpoint, CheckpointFile};
+use crate::events;
+
+/// How a 200 relates to the disk (CONTRACT §5, `HOOKHOUSE_FSYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// fsync before every answer, shared by the requests queued together.
+    Always,
+    /// write before every answer, fsync at most every [`SYNC_INTERVAL`]: survives a crash of
+    /// the process, not of the machine.
+    Interval,
+}
+
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// The most one group writes at once; the rest of the queue waits for the next group.
+const GROUP_MAX_BYTES: usize = 16 << 20;
+/// Requests that may wait for the appender before senders wait for room.
+const QUEUE_DEPTH: usize = 8192;
+
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    pub fsync: FsyncMode,
+}
+
+/// The end of what is durable (or, with `interval`, written): the writer reads up to here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DurablePos {
+    /// First sequence number of the segment being appended to; 0 before the first append.
+    pub segment: u64,
+    /// Bytes of that segment that are durable.
+    pub offset: u64,
+    /// The last sequence number that is durable.
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("the log is over its disk budget")]
+    OverBudget,
+    #[error("the log could not write or fsync")]
+    Io,
+    #[error("the log is closed")]
+    Closed,
+}
+
+enum Command {
+    Append(NewRecord, oneshot::Sender<Result<u64, AppendError>>),
+    Sync,
+    Close,
+}
+
+/// What recovery found when the log was opened.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub checkpoint: Checkpoint,
+    /// The last sequence number in the log (or the checkpoint's, if the log is empty).
+    pub last_seq: u64,
+    pub segments: usize,
+    pub bytes: u64,
+    /// Bytes cut off the newest segment's tail and kept in `quarantine/`.
+    pub torn_bytes: u64,
+}
+
+/// State shared between the appender, the edge and the writer.
+pub struct Shared {
+    pub dir: PathBuf,
+    pub quarantine_dir: PathBuf,
+    pub max_bytes: u64,
+    /// Size of every segment file on disk: what counts against the budget.
+    pub bytes_on_disk: AtomicU64,
+    /// Set when a write or fsync failed and no write has succeeded since.
+    pub failing: AtomicBool,
+    durable: watch::Sender<DurablePos>,
+}
+
+impl Shared {
+    pub fn over_budget(&self) -> bool {
+        self.bytes_on_disk.load(Ordering::Relaxed) >= self.max_bytes
+    }
+
+    pub fn durable(&self) -> watch::Receiver<DurablePos> {
+        self.durable.subscribe()
+    }
+}
+
+/// The handle to the log: cheap to share, used by every request.
+pub struct Wal {
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Wal {
+    /// Recovers the log in `config.dir` and starts its appender thread.
+    pub fn open(config: WalConfig) -> io::Result<(Wal, Recovery)> {
+        let wal_dir = config.dir.join("wal");
+        let quarantine_dir = config.dir.join("quarantine");
+        fs::create_dir_all(&wal_dir)?;
+        let checkpoint = CheckpointFile::new(&config.dir).load()?;
+        let recovery = recover(&wal_dir, &quarantine_dir, checkpoint)?;
+        let (durable_tx, _) = watch::channel(DurablePos {
+            segment: 0,
+            offset: 0,
+            seq: recovery.last_seq,
+        });
+        let shared = Arc::new(Shared {
+            dir: wal_dir,
+            quarantine_dir,
+            max_bytes: config.max_bytes,
+            bytes_on_disk: AtomicU64::new(recovery.bytes),
+            failing: AtomicBool::new(false),
+            durable: durable_tx,
+        });
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let appender = Appender {
+            shared: shared.clone(),
+            // The segment size is capped at a quarter of the budget, so that a full log always
+            // has sealed segments the writer can delete once they are in ClickHouse.
+            segment_bytes: config.segment_bytes.min(config.max_bytes / 4).max(1),
+            fsync: config.fsync,
+            next_seq: recovery.last_seq + 1,
+            active: None,
+            unsynced: false,
+        };
+        let mut threads = vec![std::thread::Builder::new()
+            .name("wal-appender".into())
+            .spawn(move || appender.run(rx))?];
+        if config.fsync == FsyncMode::Interval {
+            let ticker = tx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("wal-sync-timer".into())
+                    .spawn(move || {
+                        while ticker.blocking_send(Command::Sync).is_ok() {
+                            std::thread::sleep(SYNC_INTERVAL);
+                        }
+                    })?,
+            );
+        }
+        Ok((
+            Wal {
+                tx,
+                shared,
+                threads: Mutex::new(threads),
+            },
+            recovery,
+        ))
+    }
+
+    /// Appends `record` and returns its sequence number once it is durable.
+    pub async fn append(&self, record: NewRecord) -> Result<u64, AppendError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append(record, reply_tx))
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        reply_rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Writes and fsyncs what is queued, then stops the appender. Appends after this fail.
+    pub fn close(&self) {
+        // A full queue still drains, so this send finishes.
+        let _ = self.tx.blocking_send(Command::Close);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct ActiveSegment {
+    first_seq: u64,
+    file: File,
+    len: u64,
+    /// A write or fsync failed on it: the next group starts a new segment.
+    broken: bool,
+}
+
+struct Appender {
+    shared: Arc<Shared>,
+    segment_bytes: u64,
+    fsync: FsyncMode,
+    next_seq: u64,
+    active: Option<ActiveSegment>,
+    unsynced: bool,
+}
+
+impl Appender {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut group = Vec::new();
+        let mut buf = Vec::new();
+        let mut closing = false;
+        while !closing {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut group_bytes = 0;
+            let mut sync_asked = false;
+            for cmd in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                match cmd {
+                    Command::Append(record, reply) => {
+                        group_bytes += record.frame_len();
+                        group.push((record, reply));
+                    }
+                    Command::Sync => sync_asked = true,
+                    Command::Close => closing = true,
+                }
+                if closing || group_bytes >= GROUP_MAX_BYTES {
+                    break;
+                }
+            }
+            if !group.is_empty() {
+                self.commit(&mut group, &mut buf);
+            }
+            if (sync_asked || closing) && self.unsynced {
+                self.sync_active();
+            }
+        }
+        if self.unsynced {
+            self.sync_active();
+        }
+        // Whatever is still queued was never written: those senders get `Closed`, not a 200.
+        rx.close();
+    }
+
+    /// Writes one group, fsyncs it (in `always` mode) and answers every request in it.
+    fn commit(
+        &mut self,
+        group: &mut Vec<(NewRecord, oneshot::Sender<Result<u64, AppendError>>)>,
+        buf: &mut Vec<u8>,
+    ) {
+        buf.clear();
+        let mut budget_left = self
+            .shared
+            .max_bytes
+            .saturating_sub(self.shared.bytes_on_disk.load(Ordering::Relaxed));
+        let mut accepted = Vec::with_capacity(group.len());
+        let first_seq = self.next_seq;
+        for (record, reply) in group.drain(..) {
+            let len = record.frame_len() as u64;
+            if len > budget_left {
+                events::wal::over_budget();
+                let _ = reply.send(Err(AppendError::OverBudget));
+                continue;
+            }
+            budget_left -= len;
+            record.encode_into(self.next_seq, buf);
+            accepted.push((self.next_seq, reply));
+            self.next_seq += 1;
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let result = self.write_group(first_seq, buf);
+        match result {
+            Ok(pos) => {
+                self.shared.failing.store(false, Ordering::Relaxed);
+                events::wal::group_committed(accepted.len(), buf.len(), started.elapsed());
+                self.shared.durable.send_replace(pos);
+                for (seq, reply) in accepted {
+                    let _ = reply.send(Ok(seq));
+                }
+            }
+            Err(error) => {
+                self.shared.failing.store(true, Ordering::Relaxed);
+                events::wal::write_failed(&error);
+                for (_, reply) in accepted {
+                    let _ = reply.send(Err(AppendError::Io));
+                }
+            }
+        }
+    }
+
+    fn write_group(&mut self, first_seq: u64, buf: &[u8]) -> io::Result<DurablePos> {
+        let needs_new = match &self.active {
+            None => true,
+            Some(active) => {
+                active.broken
+                    || (active.len > 0 && active.len + buf.len() as u64 > self.segment_bytes)
+            }
+        };
+        if needs_new {
+            self.roll(first_seq)?;
+        }
+        let active = self.active.as_mut().expect("roll opened a segment");
+        let before = active.len;
+        let written = active.file.write_all(buf).and_then(|()| match self.fsync {
+            FsyncMode::Always => active.file.sync_data(),
+            FsyncMode::Interval => Ok(()),
+        });
+        if let Err(error) = written {
+            // Leave the file ending on a whole frame if we can; if not, never write to it again.
+            let restored = active
+                .file
+                .set_len(before)
+                .and_then(|()| active.file.seek(SeekFrom::Start(before)).map(drop));
+            if restored.is_err() {
+                active.broken = true;
+            }
+            if self.fsync == FsyncMode::Always {
+                // After a failed fsync the page cache may no longer match the disk.
+                active.broken = true;
+            }
+            return Err(error);
+        }
+        active.len += buf.len() as u64;
+        self.shared
+            .bytes_on_disk
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.unsynced = self.fsync == FsyncMode::Interval;
+        Ok(DurablePos {
+            segment: active.first_seq,
+            offset: active.len,
+            seq: self.next_seq - 1,
+        })
+    }
+
+    /// Seals the active segment and starts a new one whose first record is `first_seq`.
+    fn roll(&mut self, first_seq: u64) -> io::Result<()> {
+        if let Some(old) = self.active.take() {
+            if self.unsynced && !old.broken {
+                old.file.sync_data()?;
+                self.unsynced = false;
+            }
+        }
+        let path = segment_path(&self.shared.dir, first_seq);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        // The new name must survive a crash along with the data written under it.
+        sync_dir(&self.shared.dir)?;
+        self.active = Some(ActiveSegment {
+            first_seq,
+            file,
+            len: 0,
+            broken: false,
+        });
+        Ok(())
+    }
+
+    fn sync_active(&mut self) {
+        if let Some(active) = &mut self.active {
+            if let Err(error) = active.file.sync_data() {
+                active.broken = true;
+                events::wal::write_failed(&error);
+            }
+        }
+        self.unsynced = false;
+    }
+}
+
+/// Opens the log as a crash left it: cuts a torn tail off the newest segment (keeping the bytes
+/// in `quarantine/`), drops empty segment files, and finds where numbering goes on. Older
+/// segments were sealed with an fsync; damage inside them is met, and kept aside, when the
+/// writer reads them.
+fn recover(dir: &Path, quarantine_dir: &Path, checkpoint: Checkpoint) -> io::Result<Recovery> {
+    let mut segments = list_segments(dir)?;
+    let mut torn_bytes = 0;
+    let mut last_seq = checkpoint.confirmed;
+    // Empty files (a crash right after a roll) hold nothing; keeping them would only confuse
+    // the order of names, so they go.
+    segments.retain(|s| match fs::metadata(&s.path) {
+        Ok(meta) if meta.len() == 0 => fs::remove_file(&s.path).is_err(),
+        _ => true,
+    });
+    if let Some(newest) = segments.last() {
+        last_seq = last_seq.max(newest.first_seq.saturating_sub(1));
+        let len = fs::metadata(&newest.path)?.len();
+        let mut cursor = SegmentCursor::open(&newest.path)?;
+        let mut good_end = 0;
+        loop {
+            match cursor.next(len, true)? {
+                Step::Record(record) => {
+                    last_seq = last_seq.max(record.seq);
+                    good_end = cursor.offset();
+                }
+                Step::Damaged { offset, bytes } => {
+                    let kept = segment::quarantine(quarantine_dir, &newest.path, offset, &bytes)?;
+                    events::wal::damage_found(&newest.path, offset, bytes.len(), &kept);
+                }
+                Step::End => break,
+            }
+        }
+        if good_end < len {
+            let file = OpenOptions::new().write(true).open(&newest.path)?;
+            file.set_len(good_end)?;
+            file.sync_all()?;
+            torn_bytes = len - good_end;
+            events::wal::torn_tail_cut(&newest.path, torn_bytes);
+            if good_end == 0 {
+                // Nothing readable was in it; the next append reuses its first number.
+                fs::remove_file(&newest.path)?;
+                segments.pop();
+            }
+        }
+    }
+    let mut bytes = 0;
+    for s in &segments {
+        bytes += fs::metadata(&s.path)?.len();
+    }
+    Ok(Recovery {
+        checkpoint,
+        last_seq,
+        segments: segments.len(),
+        bytes,
+        torn_bytes,
+    })
+}

@@ -1,0 +1,225 @@
+//! The write-time credential check (CONTRACT §3) against an in-memory view of the pipelines and
+//! tokens tables.
+//!
+//! The view is reloaded when it is older than the refresh interval, and whenever a record names
+//! a key or pipeline the view does not know *and* the view was loaded before that record was
+//! accepted: a token created before a request was sent is then always seen, while a flood of
+//! unknown keys costs at most one reload per batch.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::clickhouse::{store, ChError, Clickhouse};
+use crate::ingest::{AcceptedAt, Key, TokenHash};
+use crate::wal::Record;
+
+/// Why a request does not reach its pipeline's data; stored in `rejected.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    UnknownKey,
+    RevokedKey,
+    WrongToken,
+    UnknownPipeline,
+    PipelineDisabled,
+    KeyNotAllowed,
+    /// ClickHouse refused the row for good (not a passing failure).
+    InsertFailed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::UnknownKey => "UNKNOWN_KEY",
+            Reason::RevokedKey => "REVOKED_KEY",
+            Reason::WrongToken => "WRONG_TOKEN",
+            Reason::UnknownPipeline => "UNKNOWN_PIPELINE",
+            Reason::PipelineDisabled => "PIPELINE_DISABLED",
+            Reason::KeyNotAllowed => "KEY_NOT_ALLOWED",
+            Reason::InsertFailed => "INSERT_FAILED",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    hash: Option<TokenHash>,
+    /// Empty: every pipeline.
+    pipelines: Vec<u64>,
+    revoked: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    keys: HashMap<Key, KeyEntry>,
+    /// Pipeline id to whether it is active.
+    pipelines: HashMap<u64, bool>,
+    /// When the last load started, on the clock requests are stamped with.
+    loaded_at: Option<AcceptedAt>,
+    loaded_instant: Option<Instant>,
+}
+
+impl CredentialCache {
+    /// The contract's checks, in its order.
+    pub fn check(&self, record: &Record) -> Result<(), Reason> {
+        let entry = self.keys.get(&record.key).ok_or(Reason::UnknownKey)?;
+        if entry.revoked {
+            return Err(Reason::RevokedKey);
+        }
+        if !entry
+            .hash
+            .is_some_and(|hash| hash.matches(&record.token_hash))
+        {
+            return Err(Reason::WrongToken);
+        }
+        let pipeline = record.pipeline_id.get();
+        let active = self
+            .pipelines
+            .get(&pipeline)
+            .ok_or(Reason::UnknownPipeline)?;
+        if !active {
+            return Err(Reason::PipelineDisabled);
+        }
+        if !entry.pipelines.is_empty() && !entry.pipelines.contains(&pipeline) {
+            return Err(Reason::KeyNotAllowed);
+        }
+        Ok(())
+    }
+
+    /// Whether the view must be reloaded before `records` are checked.
+    pub fn needs_reload(&self, records: &[Record], max_age: Duration) -> bool {
+        let (Some(loaded_at), Some(instant)) = (self.loaded_at, self.loaded_instant) else {
+            return true;
+        };
+        if instant.elapsed() >= max_age {
+            return true;
+        }
+        records.iter().any(|r| {
+            r.accepted_at >= loaded_at
+                && (!self.keys.contains_key(&r.key)
+                    || !self.pipelines.contains_key(&r.pipeline_id.get()))
+        })
+    }
+
+    pub async fn reload(&mut self, ch: &Clickhouse) -> Result<(), ChError> {
+        let started_at = AcceptedAt::now();
+        let started = Instant::now();
+        let pipelines = store::list_pipelines(ch).await.map_err(into_ch)?;
+        let tokens = store::list_tokens(ch).await.map_err(into_ch)?;
+        self.replace(
+            pipelines
+                .into_iter()
+                .map(|p| (p.pipeline_id, p.active != 0)),
+            tokens.into_iter().filter_map(|t| {
+                let key = Key::parse(&t.key)?;
+                let entry = KeyEntry {
+                    hash: TokenHash::from_hex(&t.token_hash),
+                    pipelines: t.pipelines,
+                    revoked: t.revoked != 0,
+                };
+                Some((key, entry))
+            }),
+        );
+        self.loaded_at = Some(started_at);
+        self.loaded_instant = Some(started);
+        crate::events::writer::credentials_reloaded(self.keys.len(), self.pipelines.len());
+        Ok(())
+    }
+
+    fn replace(
+        &mut self,
+        pipelines: impl Iterator<Item = (u64, bool)>,
+        keys: impl Iterator<Item = (Key, KeyEntry)>,
+    ) {
+        self.pipelines = pipelines.collect();
+        self.keys = keys.collect();
+    }
+}
+
+fn into_ch(e: store::StoreError) -> ChError {
+    match e {
+        store::StoreError::Clickhouse(e) => e,
+        other => ChError(clickhouse::error::Error::Custom(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{PipelineId, RequestId, Token};
+    use bytes::Bytes;
+
+    fn record(pipeline: u64, key: Key, token: &Token) -> Record {
+        Record {
+            seq: 1,
+            accepted_at: AcceptedAt::now(),
+            request_id: RequestId::generate(),
+            pipeline_id: PipelineId::new(pipeline).unwrap(),
+            key,
+            token_hash: token.hash(),
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn cache(token: &Token, key: Key, pipelines: Vec<u64>, revoked: bool) -> CredentialCache {
+        let mut c = CredentialCache::default();
+        c.replace(
+            [(1, true), (2, false), (3, true)].into_iter(),
+            [(
+                key,
+                KeyEntry {
+                    hash: Some(token.hash()),
+                    pipelines,
+                    revoked,
+                },
+            )]
+            .into_iter(),
+        );
+        c
+    }
+
+    #[test]
+    fn each_reason_in_the_contract_order() {
+        let (key, token) = (Key::generate(), Token::generate());
+        let c = cache(&token, key, vec![1, 2], false);
+        assert_eq!(c.check(&record(1, key, &token)), Ok(()));
+        assert_eq!(
+            c.check(&record(1, Key::generate(), &token)),
+            Err(Reason::UnknownKey)
+        );
+        assert_eq!(
+            c.check(&record(1, key, &Token::generate())),
+            Err(Reason::WrongToken)
+        );
+        assert_eq!(
+            c.check(&record(9, key, &token)),
+            Err(Reason::UnknownPipeline)
+        );
+        assert_eq!(
+            c.check(&record(2, key, &token)),
+            Err(Reason::PipelineDisabled)
+        );
+        assert_eq!(c.check(&record(3, key, &token)), Err(Reason::KeyNotAllowed));
+        let revoked = cache(&token, key, vec![], true);
+        assert_eq!(
+            revoked.check(&record(1, key, &Token::generate())),
+            Err(Reason::RevokedKey)
+        );
+        let all = cache(&token, key, vec![], false);
+        assert_eq!(all.check(&record(3, key, &token)), Ok(()));
+    }
+
+    #[test]
+    fn reloads_for_unknown_keys_only_if_loaded_before_the_request() {
+        let (key, token) = (Key::generate(), Token::generate());
+        let mut c = cache(&token, key, vec![], false);
+        c.loaded_at = Some(AcceptedAt::now());
+        c.loaded_instant = Some(Instant::now());
+        let long = Duration::from_secs(60);
+        assert!(!c.needs_reload(&[record(1, key, &token)], long));
+        let mut stranger = record(1, Key::generate(), &token);
+        assert!(c.needs_reload(std::slice::from_ref(&stranger), long));
+        stranger.accepted_at = AcceptedAt::from_secs(0.0);
+        assert!(!c.needs_reload(&[stranger], long));
+        assert!(c.needs_reload(&[], Duration::ZERO));
+    }
+}
