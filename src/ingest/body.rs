@@ -1,6 +1,8 @@
 //! The body check: present, UTF-8, one JSON text. Nothing is built from it; it is stored as sent.
 
-use serde::de::IgnoredAny;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
@@ -12,17 +14,70 @@ pub enum BodyError {
 
 /// Checks that `body` is one JSON text (object, array or scalar) in UTF-8.
 ///
-/// Deserializing into [`IgnoredAny`] walks the text without building a tree that would be thrown
-/// away. UTF-8 is checked first, on the whole body, because skipping a string does not re-check
-/// its bytes. serde_json's recursion limit turns absurd nesting into `Invalid`, not a stack
-/// overflow.
+/// [`Skip`] walks the text without building a tree that would be thrown away. It goes through
+/// `deserialize_any`, not `IgnoredAny`: serde_json skips `IgnoredAny` without its recursion
+/// limit (5,000 nested arrays passed), while `deserialize_any` refuses more than 128 levels.
+/// UTF-8 is checked first, on the whole body, so no byte goes unchecked.
 pub fn check_body(body: &[u8]) -> Result<(), BodyError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Empty);
     }
     let text = std::str::from_utf8(body).map_err(|_| BodyError::Invalid)?;
-    serde_json::from_str::<IgnoredAny>(text).map_err(|_| BodyError::Invalid)?;
+    serde_json::from_str::<Skip>(text).map_err(|_| BodyError::Invalid)?;
     Ok(())
+}
+
+/// Any JSON value, checked and dropped as it is read.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Skip, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
 }
 
 #[cfg(test)]
@@ -85,8 +140,14 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_not_a_crash() {
-        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(check_body(deep.as_bytes()), Err(BodyError::Invalid));
+        for depth in [129, 5_000, 100_000] {
+            let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(check_body(deep.as_bytes()), Err(BodyError::Invalid), "{depth}");
+            let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            assert_eq!(check_body(objects.as_bytes()), Err(BodyError::Invalid), "{depth}");
+        }
+        let fine = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(check_body(fine.as_bytes()), Ok(()));
     }
 
     #[test]
