@@ -1,5 +1,6 @@
 //! Logs (tracing, human or JSON) and the Prometheus recorder behind `/metrics`.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
