@@ -53,10 +53,11 @@ pub mod wal {
         counter!("hookhouse_wal_appended_bytes_total").increment(bytes as u64);
     }
 
-    pub fn over_budget() {
-        tracing::warn!(
-            "write-ahead log over its disk budget (HOOKHOUSE_WAL_MAX_BYTES): answering 503"
-        );
+    /// A request refused for the disk budget; `newly_full` when the log just became full.
+    pub fn over_budget(newly_full: bool) {
+        if newly_full {
+            tracing::warn!("write-ahead log over its disk budget (HOOKHOUSE_WAL_MAX_BYTES): answering 503 until it drains below 90%");
+        }
         counter!("hookhouse_wal_over_budget_total").increment(1);
     }
 

@@ -22,6 +22,9 @@ use crate::wal::{Wal, WalConfig};
 use crate::writer::{Writer, WriterConfig};
 use crate::{events, telemetry};
 
+/// How long readiness reports shutting down before the listener closes.
+const DRAIN_DELAY: Duration = Duration::from_millis(500);
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -35,6 +38,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // First, so that what recovery finds is counted too.
+        let metrics = telemetry::metrics();
         let data_dir = settings.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
@@ -94,7 +99,7 @@ impl Application {
             rate_limiter,
             inflight: Arc::new(Semaphore::new(settings.max_inflight_requests)),
             health: health.clone(),
-            metrics: telemetry::metrics(),
+            metrics,
         });
 
         let addr = settings.listen_addr()?;
@@ -152,6 +157,9 @@ impl Application {
             "shutting down: no new requests, finishing those in flight"
         );
         health.set_shutting_down();
+        // Readiness says 503 (and new requests get 503) for a moment before the listener
+        // closes, so that a load balancer stops sending here before connections are refused.
+        tokio::time::sleep(DRAIN_DELAY.min(grace / 4)).await;
         // Graceful: stop accepting, wait up to the grace period for requests in flight.
         server_handle.stop(true).await;
         let _ = server.await;

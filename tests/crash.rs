@@ -27,18 +27,37 @@ struct Sent {
 
 /// Starts `senders` tasks posting to `port` until `stop` is set. A second of them use a wrong
 /// token, so `rejected` is exercised too.
-fn start_senders(port: u16, creds: &Credentials, senders: usize, stop: Arc<AtomicBool>, sent: Arc<Mutex<Sent>>) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_senders(
+    port: u16,
+    creds: &Credentials,
+    senders: usize,
+    stop: Arc<AtomicBool>,
+    sent: Arc<Mutex<Sent>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..senders)
         .map(|n| {
-            let token = if n % 4 == 3 { "wrongwrongwrong1".to_string() } else { creds.token.clone() };
-            let url = format!("http://127.0.0.1:{port}/?pipeline_id={}&key={}&token={token}", creds.pipeline_id, creds.key);
+            let token = if n % 4 == 3 {
+                "wrongwrongwrong1".to_string()
+            } else {
+                creds.token.clone()
+            };
+            let url = format!(
+                "http://127.0.0.1:{port}/?pipeline_id={}&key={}&token={token}",
+                creds.pipeline_id, creds.key
+            );
             let (stop, sent) = (stop.clone(), sent.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    let body = format!("{{\"sender\":{n},\"n\":{i},\"pad\":\"{}\"}}", "p".repeat((i % 300) as usize));
+                    let body = format!(
+                        "{{\"sender\":{n},\"n\":{i},\"pad\":\"{}\"}}",
+                        "p".repeat((i % 300) as usize)
+                    );
                     match client.post(&url).body(body).send().await {
                         Ok(response) if response.status() == 200 => {
                             let json: serde_json::Value = match response.json().await {
@@ -48,7 +67,10 @@ fn start_senders(port: u16, creds: &Credentials, senders: usize, stop: Arc<Atomi
                                     continue;
                                 }
                             };
-                            let id = json["data"]["__kdd_request_id"].as_str().unwrap().to_string();
+                            let id = json["data"]["__kdd_request_id"]
+                                .as_str()
+                                .unwrap()
+                                .to_string();
                             sent.lock().unwrap().acked.push(id);
                         }
                         Ok(_) => sent.lock().unwrap().refused += 1,
@@ -80,7 +102,11 @@ async fn landed(ch: &ClickhouseServer) -> HashMap<String, u64> {
 }
 
 /// Waits until every acked id is in ClickHouse (or `within` passes), then checks exactly once.
-async fn verify_exactly_once(ch: &ClickhouseServer, acked: &[String], within: Duration) -> (usize, usize, usize) {
+async fn verify_exactly_once(
+    ch: &ClickhouseServer,
+    acked: &[String],
+    within: Duration,
+) -> (usize, usize, usize) {
     let deadline = Instant::now() + within;
     let mut counts = landed(ch).await;
     while acked.iter().any(|id| !counts.contains_key(id)) && Instant::now() < deadline {
@@ -90,14 +116,20 @@ async fn verify_exactly_once(ch: &ClickhouseServer, acked: &[String], within: Du
     // Let anything still in flight land, so that a late duplicate would be seen.
     tokio::time::sleep(Duration::from_millis(800)).await;
     counts = landed(ch).await;
-    let lost = acked.iter().filter(|id| !counts.contains_key(id.as_str())).count();
+    let lost = acked
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .count();
     let duplicated = counts.values().filter(|n| **n > 1).count();
     let unacked_landed = counts.len() - (acked.len() - lost);
     (lost, duplicated, unacked_landed)
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,8 +137,18 @@ async fn acknowledged_requests_survive_kill_9_exactly_once() {
     let ch = ClickhouseServer::start();
     let creds = setup_pipeline(&ch, "crash").await;
     let data = tempfile::tempdir().unwrap();
-    let mut gw = GatewayProcess::spawn(&ch, &data.path().join("gw"), &[("HOOKHOUSE_RATE_LIMIT_PER_KEY", "0"), ("HOOKHOUSE_BATCH_MAX_WAIT_MS", "2000")]);
-    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Sent::default())));
+    let mut gw = GatewayProcess::spawn(
+        &ch,
+        &data.path().join("gw"),
+        &[
+            ("HOOKHOUSE_RATE_LIMIT_PER_KEY", "0"),
+            ("HOOKHOUSE_BATCH_MAX_WAIT_MS", "2000"),
+        ],
+    );
+    let (stop, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Mutex::new(Sent::default())),
+    );
     let senders = start_senders(gw.port, &creds, 8, stop.clone(), sent.clone());
     // With a two-second batch wait, the log holds unsent records when the kill comes.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -116,10 +158,20 @@ async fn acknowledged_requests_survive_kill_9_exactly_once() {
         s.await.unwrap();
     }
     let acked = std::mem::take(&mut sent.lock().unwrap().acked);
-    assert!(acked.len() > 50, "only {} acked before the kill", acked.len());
+    assert!(
+        acked.len() > 50,
+        "only {} acked before the kill",
+        acked.len()
+    );
     gw.restart();
     let (lost, duplicated, _) = verify_exactly_once(&ch, &acked, Duration::from_secs(30)).await;
-    assert_eq!((lost, duplicated), (0, 0), "of {} acknowledged\n{}", acked.len(), gw.log());
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "of {} acknowledged\n{}",
+        acked.len(),
+        gw.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,9 +182,16 @@ async fn crash_loop_loses_and_duplicates_nothing() {
     let creds = setup_pipeline(&ch, "loop").await;
     let data = tempfile::tempdir().unwrap();
     // Small batches and a short wait: kills land before, during and after inserts.
-    let env = [("HOOKHOUSE_RATE_LIMIT_PER_KEY", "0"), ("HOOKHOUSE_BATCH_MAX_WAIT_MS", "30"), ("HOOKHOUSE_BATCH_MAX_ROWS", "500")];
+    let env = [
+        ("HOOKHOUSE_RATE_LIMIT_PER_KEY", "0"),
+        ("HOOKHOUSE_BATCH_MAX_WAIT_MS", "30"),
+        ("HOOKHOUSE_BATCH_MAX_ROWS", "500"),
+    ];
     let mut gw = GatewayProcess::spawn(&ch, &data.path().join("gw"), &env);
-    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Sent::default())));
+    let (stop, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Mutex::new(Sent::default())),
+    );
     let senders = start_senders(gw.port, &creds, 6, stop.clone(), sent.clone());
     let started = Instant::now();
     let mut done = 0;
@@ -148,7 +207,8 @@ async fn crash_loop_loses_and_duplicates_nothing() {
         s.await.unwrap();
     }
     let sent = std::mem::take(&mut *sent.lock().unwrap());
-    let (lost, duplicated, unacked_landed) = verify_exactly_once(&ch, &sent.acked, Duration::from_secs(60)).await;
+    let (lost, duplicated, unacked_landed) =
+        verify_exactly_once(&ch, &sent.acked, Duration::from_secs(60)).await;
     println!(
         "crash loop: cycles={done} acknowledged={} lost={lost} duplicated={duplicated} \
          landed_without_ack={unacked_landed} refused={} connection_errors={} seconds={:.0}",
@@ -159,5 +219,15 @@ async fn crash_loop_loses_and_duplicates_nothing() {
     );
     assert!(done >= cycles.min(10), "only {done} cycles in {budget:?}");
     assert!(!sent.acked.is_empty());
-    assert_eq!((lost, duplicated), (0, 0), "{}", gw.log().lines().rev().take(40).collect::<Vec<_>>().join("\n"));
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "{}",
+        gw.log()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -21,11 +21,15 @@ async fn stored(ch: &ClickhouseServer, table: &str) -> Vec<StoredRow> {
         "SELECT pipeline_id, __kdd_request_id, __kdd_request_unix_timestamp, __kdd_requester_key, __kdd_request_body \
          FROM hookhouse.{table} ORDER BY __kdd_request_unix_timestamp"
     );
-    admin(ch).fetch_all::<StoredRow>(&sql).await.expect("fetch rows")
+    admin(ch)
+        .fetch_all::<StoredRow>(&sql)
+        .await
+        .expect("fetch rows")
 }
 
 async fn count(ch: &ClickhouseServer, table: &str) -> u64 {
-    ch.count(&format!("SELECT count() FROM hookhouse.{table}")).await
+    ch.count(&format!("SELECT count() FROM hookhouse.{table}"))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,19 +42,71 @@ async fn every_error_code_in_the_contracts_order() {
     let cases: Vec<(String, &[u8], &str)> = vec![
         (String::new(), b"{}", "NO_PARAMETERS_PROVIDED"),
         ("foo=bar".into(), b"{}", "NO_PARAMETERS_PROVIDED"),
-        ("pipeline_id=&key=&token=".into(), b"", "NO_PARAMETERS_PROVIDED"),
-        (format!("key={key}&token={token}"), b"{}", "MISSING_PARAMETER: pipeline_id"),
-        (format!("pipeline_id=1&token={token}"), b"{}", "MISSING_PARAMETER: key"),
-        (format!("pipeline_id=1&key={key}"), b"{}", "MISSING_PARAMETER: token"),
-        (format!("pipeline_id=x&key={key}"), b"", "MISSING_PARAMETER: token"),
-        (format!("pipeline_id=0&key={key}&token={token}"), b"{}", "INVALID_PARAMETER: pipeline_id"),
-        (format!("pipeline_id=-3&key=nope&token=x"), b"", "INVALID_PARAMETER: pipeline_id"),
-        (format!("pipeline_id=1&key=nope&token=x"), b"", "INVALID_PARAMETER: key"),
-        (format!("pipeline_id=1&key={}&token={token}", key.replace('-', "")), b"{}", "INVALID_PARAMETER: key"),
-        (format!("pipeline_id=1&key={key}&token=short"), b"{}", "INVALID_PARAMETER: token"),
-        (format!("pipeline_id=1&key={key}&token=has-hyphens-in-it"), b"{}", "INVALID_PARAMETER: token"),
-        (format!("{ok}&pipeline_id=2"), b"{}", "INVALID_PARAMETER: pipeline_id"),
-        (format!("{ok}&token={token}"), b"{}", "INVALID_PARAMETER: token"),
+        (
+            "pipeline_id=&key=&token=".into(),
+            b"",
+            "NO_PARAMETERS_PROVIDED",
+        ),
+        (
+            format!("key={key}&token={token}"),
+            b"{}",
+            "MISSING_PARAMETER: pipeline_id",
+        ),
+        (
+            format!("pipeline_id=1&token={token}"),
+            b"{}",
+            "MISSING_PARAMETER: key",
+        ),
+        (
+            format!("pipeline_id=1&key={key}"),
+            b"{}",
+            "MISSING_PARAMETER: token",
+        ),
+        (
+            format!("pipeline_id=x&key={key}"),
+            b"",
+            "MISSING_PARAMETER: token",
+        ),
+        (
+            format!("pipeline_id=0&key={key}&token={token}"),
+            b"{}",
+            "INVALID_PARAMETER: pipeline_id",
+        ),
+        (
+            "pipeline_id=-3&key=nope&token=x".to_string(),
+            b"",
+            "INVALID_PARAMETER: pipeline_id",
+        ),
+        (
+            "pipeline_id=1&key=nope&token=x".to_string(),
+            b"",
+            "INVALID_PARAMETER: key",
+        ),
+        (
+            format!("pipeline_id=1&key={}&token={token}", key.replace('-', "")),
+            b"{}",
+            "INVALID_PARAMETER: key",
+        ),
+        (
+            format!("pipeline_id=1&key={key}&token=short"),
+            b"{}",
+            "INVALID_PARAMETER: token",
+        ),
+        (
+            format!("pipeline_id=1&key={key}&token=has-hyphens-in-it"),
+            b"{}",
+            "INVALID_PARAMETER: token",
+        ),
+        (
+            format!("{ok}&pipeline_id=2"),
+            b"{}",
+            "INVALID_PARAMETER: pipeline_id",
+        ),
+        (
+            format!("{ok}&token={token}"),
+            b"{}",
+            "INVALID_PARAMETER: token",
+        ),
         (ok.clone(), b"", "NO_BODY_PROVIDED"),
         (ok.clone(), b" \n\t ", "NO_BODY_PROVIDED"),
         (ok.clone(), b"{", "INVALID_BODY"),
@@ -61,7 +117,12 @@ async fn every_error_code_in_the_contracts_order() {
     ];
     for (query, body, error) in cases {
         let answer = post(&client, &gw.url(&format!("?{query}")), body.to_vec()).await;
-        assert_eq!((answer.status, answer.error()), (400, error), "?{query} with {:?}", String::from_utf8_lossy(body));
+        assert_eq!(
+            (answer.status, answer.error()),
+            (400, error),
+            "?{query} with {:?}",
+            String::from_utf8_lossy(body)
+        );
         assert_eq!(answer.json["success"], false);
     }
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
@@ -79,7 +140,11 @@ async fn other_methods_get_405_with_allow_and_other_paths_404() {
     let client = reqwest::Client::new();
     for method in ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"] {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let response = client.request(method.clone(), gw.url("?pipeline_id=1")).send().await.unwrap();
+        let response = client
+            .request(method.clone(), gw.url("?pipeline_id=1"))
+            .send()
+            .await
+            .unwrap();
         let answer = answer(response).await;
         assert_eq!(answer.status, 405, "{method}");
         assert_eq!(answer.allow.as_deref(), Some("POST"), "{method}");
@@ -87,7 +152,12 @@ async fn other_methods_get_405_with_allow_and_other_paths_404() {
             assert_eq!(answer.error(), "METHOD_NOT_ALLOWED");
         }
     }
-    let answer = post(&client, &format!("http://127.0.0.1:{}/elsewhere", gw.port), "{}").await;
+    let answer = post(
+        &client,
+        &format!("http://127.0.0.1:{}/elsewhere", gw.port),
+        "{}",
+    )
+    .await;
     assert_eq!(answer.status, 404);
 }
 
@@ -104,8 +174,14 @@ async fn bodies_over_the_limit_get_413_while_reading() {
     let answer = post(&client, &url, over.clone()).await;
     assert_eq!((answer.status, answer.error()), (413, "PAYLOAD_TOO_LARGE"));
     // No Content-Length: the limit holds while the chunks arrive.
-    let chunks = futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![b' '; 100])));
-    let response = client.post(&url).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    let chunks =
+        futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![b' '; 100])));
+    let response = client
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 413);
     // A declared length over the limit is refused before the parameters are looked at.
     let answer = post(&client, &gw.url(""), over).await;
@@ -130,7 +206,8 @@ async fn bodies_land_byte_for_byte_with_the_answered_id_and_timestamp() {
         b"{\"big\":123456789012345678901234567890,\"dup\":1,\"dup\":2}".to_vec(),
     ];
     bodies.push(format!("{{\"mib\":\"{}\"}}", "x".repeat(1024 * 1024 - 10)).into_bytes());
-    let payloads = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/payloads/github");
+    let payloads =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/payloads/github");
     if let Ok(dir) = std::fs::read_dir(&payloads) {
         for entry in dir.flatten() {
             if entry.path().extension().is_some_and(|e| e == "json") {
@@ -142,24 +219,59 @@ async fn bodies_land_byte_for_byte_with_the_answered_id_and_timestamp() {
     for body in &bodies {
         let answer = post(&client, &url, body.clone()).await;
         assert_eq!(answer.status, 200, "{:?}", answer.json);
-        let ts = answer.json["data"]["__kdd_request_unix_timestamp"].as_f64().unwrap();
+        let ts = answer.json["data"]["__kdd_request_unix_timestamp"]
+            .as_f64()
+            .unwrap();
         answered.push((answer.request_id().to_string(), ts, body.clone()));
     }
     let expected = answered.len() as u64;
-    assert!(eventually(Duration::from_secs(10), || async { count(&ch, "events").await == expected }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(&ch, "events").await == expected
+        })
+        .await
+    );
     let rows = stored(&ch, "events").await;
     for (id, ts, body) in &answered {
-        let row = rows.iter().find(|r| &r.__kdd_request_id == id).unwrap_or_else(|| panic!("{id} missing"));
+        let row = rows
+            .iter()
+            .find(|r| &r.__kdd_request_id == id)
+            .unwrap_or_else(|| panic!("{id} missing"));
         assert_eq!(row.__kdd_request_body.as_bytes(), &body[..], "body of {id}");
-        assert_eq!(row.__kdd_request_unix_timestamp.to_bits(), ts.to_bits(), "timestamp of {id}");
+        assert_eq!(
+            row.__kdd_request_unix_timestamp.to_bits(),
+            ts.to_bits(),
+            "timestamp of {id}"
+        );
         assert_eq!(row.__kdd_requester_key, creds.key);
         assert_eq!(row.pipeline_id, creds.pipeline_id);
     }
     // The pipeline's view shows the same rows with exactly Kondado's four columns.
-    let columns = ch.query(&format!("DESCRIBE TABLE hookhouse.pipeline_{}", creds.pipeline_id)).await;
-    let names: Vec<&str> = columns.lines().map(|l| l.split('\t').next().unwrap()).collect();
-    assert_eq!(names, ["__kdd_request_id", "__kdd_request_unix_timestamp", "__kdd_requester_key", "__kdd_request_body"]);
-    let in_view = ch.count(&format!("SELECT count() FROM hookhouse.pipeline_{}", creds.pipeline_id)).await;
+    let columns = ch
+        .query(&format!(
+            "DESCRIBE TABLE hookhouse.pipeline_{}",
+            creds.pipeline_id
+        ))
+        .await;
+    let names: Vec<&str> = columns
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "__kdd_request_id",
+            "__kdd_request_unix_timestamp",
+            "__kdd_requester_key",
+            "__kdd_request_body"
+        ]
+    );
+    let in_view = ch
+        .count(&format!(
+            "SELECT count() FROM hookhouse.pipeline_{}",
+            creds.pipeline_id
+        ))
+        .await;
     assert_eq!(in_view, expected);
 }
 
@@ -171,8 +283,16 @@ async fn the_success_answer_has_kondados_shape() {
     let client = reqwest::Client::new();
     let mut ids = std::collections::HashSet::new();
     for _ in 0..50 {
-        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-        let response = client.post(gw.url(&creds.query())).body("{}").send().await.unwrap();
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let response = client
+            .post(gw.url(&creds.query()))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.headers()["content-type"], "application/json");
         let answer = answer(response).await;
         assert_eq!(answer.status, 200);
@@ -180,19 +300,37 @@ async fn the_success_answer_has_kondados_shape() {
         let data = answer.json["data"].as_object().unwrap();
         assert_eq!(data.len(), 2);
         let id = answer.request_id();
-        assert!(id.len() == 20 && id.bytes().all(|b| b.is_ascii_lowercase()), "{id}");
+        assert!(
+            id.len() == 20 && id.bytes().all(|b| b.is_ascii_lowercase()),
+            "{id}"
+        );
         assert!(ids.insert(id.to_string()), "ids are unique");
         let ts = data["__kdd_request_unix_timestamp"].as_f64().unwrap();
-        assert!(ts >= before - 0.001 && ts <= before + 5.0, "{ts} vs {before}");
+        assert!(
+            ts >= before - 0.001 && ts <= before + 5.0,
+            "{ts} vs {before}"
+        );
     }
     // Sub-millisecond precision: the answers carry more than three decimals.
     let stamps: Vec<f64> = stored_timestamps(&ch, 50).await;
-    assert!(stamps.iter().any(|t| (t * 1000.0).fract().abs() > 1e-6), "{stamps:?}");
+    assert!(
+        stamps.iter().any(|t| (t * 1000.0).fract().abs() > 1e-6),
+        "{stamps:?}"
+    );
 }
 
 async fn stored_timestamps(ch: &ClickhouseServer, expected: u64) -> Vec<f64> {
-    assert!(eventually(Duration::from_secs(10), || async { count(ch, "events").await == expected }).await);
-    stored(ch, "events").await.into_iter().map(|r| r.__kdd_request_unix_timestamp).collect()
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(ch, "events").await == expected
+        })
+        .await
+    );
+    stored(ch, "events")
+        .await
+        .into_iter()
+        .map(|r| r.__kdd_request_unix_timestamp)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,15 +341,33 @@ async fn rows_are_queryable_within_two_seconds_with_default_batching() {
     let client = reqwest::Client::new();
     // Warm up: the first batch also loads credentials.
     post(&client, &gw.url(&creds.query()), "{}").await;
-    assert!(eventually(Duration::from_secs(10), || async { count(&ch, "events").await == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(&ch, "events").await == 1
+        })
+        .await
+    );
     for round in 0..3 {
-        let answer = post(&client, &gw.url(&creds.query()), format!("{{\"round\":{round}}}")).await;
+        let answer = post(
+            &client,
+            &gw.url(&creds.query()),
+            format!("{{\"round\":{round}}}"),
+        )
+        .await;
         let acked = Instant::now();
         let id = answer.request_id().to_string();
         let sql = format!("SELECT count() FROM hookhouse.events WHERE __kdd_request_id = '{id}'");
-        assert!(eventually(Duration::from_secs(5), || async { ch.count(&sql).await == 1 }).await);
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                ch.count(&sql).await == 1
+            })
+            .await
+        );
         let lag = acked.elapsed();
-        assert!(lag <= Duration::from_secs(2), "round {round}: landed after {lag:?}");
+        assert!(
+            lag <= Duration::from_secs(2),
+            "round {round}: landed after {lag:?}"
+        );
     }
 }
 
@@ -221,36 +377,92 @@ async fn each_rejection_reason_lands_in_rejected_never_in_events() {
     let mine = setup_pipeline(&ch, "mine").await;
     let other = setup_pipeline(&ch, "other").await;
     let admin = admin(&ch);
-    let disabled = hookhouse::clickhouse::store::create_pipeline(&admin, "disabled").await.unwrap();
-    let (_, all_key, all_token) = hookhouse::clickhouse::store::create_token(&admin, "all", &[]).await.unwrap();
-    hookhouse::clickhouse::store::set_pipeline_active(&admin, disabled.pipeline_id, false).await.unwrap();
-    let (_, revoked_key, revoked_token) = hookhouse::clickhouse::store::create_token(&admin, "gone", &[]).await.unwrap();
-    hookhouse::clickhouse::store::revoke_token(&admin, &revoked_key.to_string()).await.unwrap();
+    let disabled = hookhouse::clickhouse::store::create_pipeline(&admin, "disabled")
+        .await
+        .unwrap();
+    let (_, all_key, all_token) = hookhouse::clickhouse::store::create_token(&admin, "all", &[])
+        .await
+        .unwrap();
+    hookhouse::clickhouse::store::set_pipeline_active(&admin, disabled.pipeline_id, false)
+        .await
+        .unwrap();
+    let (_, revoked_key, revoked_token) =
+        hookhouse::clickhouse::store::create_token(&admin, "gone", &[])
+            .await
+            .unwrap();
+    hookhouse::clickhouse::store::revoke_token(&admin, &revoked_key.to_string())
+        .await
+        .unwrap();
     let gw = Gateway::start(&ch, |_| {}).await;
     let client = reqwest::Client::new();
-    let q = |pipeline: u64, key: &str, token: &str| gw.url(&format!("?pipeline_id={pipeline}&key={key}&token={token}"));
+    let q = |pipeline: u64, key: &str, token: &str| {
+        gw.url(&format!("?pipeline_id={pipeline}&key={key}&token={token}"))
+    };
     let cases = [
         (q(mine.pipeline_id, KEY_SHAPE, &mine.token), "UNKNOWN_KEY"),
-        (q(mine.pipeline_id, &mine.key, "wrongtoken123"), "WRONG_TOKEN"),
-        (q(mine.pipeline_id, &revoked_key.to_string(), revoked_token.reveal()), "REVOKED_KEY"),
+        (
+            q(mine.pipeline_id, &mine.key, "wrongtoken123"),
+            "WRONG_TOKEN",
+        ),
+        (
+            q(
+                mine.pipeline_id,
+                &revoked_key.to_string(),
+                revoked_token.reveal(),
+            ),
+            "REVOKED_KEY",
+        ),
         (q(999, &mine.key, &mine.token), "UNKNOWN_PIPELINE"),
-        (q(disabled.pipeline_id, &all_key.to_string(), all_token.reveal()), "PIPELINE_DISABLED"),
-        (q(other.pipeline_id, &mine.key, &mine.token), "KEY_NOT_ALLOWED"),
+        (
+            q(
+                disabled.pipeline_id,
+                &all_key.to_string(),
+                all_token.reveal(),
+            ),
+            "PIPELINE_DISABLED",
+        ),
+        (
+            q(other.pipeline_id, &mine.key, &mine.token),
+            "KEY_NOT_ALLOWED",
+        ),
     ];
     let mut expected = Vec::new();
     for (url, reason) in &cases {
         let answer = post(&client, url, format!("{{\"reason\":\"{reason}\"}}")).await;
-        assert_eq!(answer.status, 200, "an answer never depends on the credentials");
+        assert_eq!(
+            answer.status, 200,
+            "an answer never depends on the credentials"
+        );
         expected.push((answer.request_id().to_string(), *reason));
     }
-    let good = post(&client, &q(other.pipeline_id, &all_key.to_string(), all_token.reveal()), "{}").await;
-    assert!(eventually(Duration::from_secs(10), || async { count(&ch, "rejected").await == 6 && count(&ch, "events").await == 1 }).await);
-    let rows = ch.query("SELECT __kdd_request_id, reason, __kdd_request_body FROM hookhouse.rejected").await;
+    let good = post(
+        &client,
+        &q(other.pipeline_id, &all_key.to_string(), all_token.reveal()),
+        "{}",
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(&ch, "rejected").await == 6 && count(&ch, "events").await == 1
+        })
+        .await
+    );
+    let rows = ch
+        .query("SELECT __kdd_request_id, reason, __kdd_request_body FROM hookhouse.rejected")
+        .await;
     for (id, reason) in expected {
-        let line = rows.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{id} not rejected: {rows}"));
+        let line = rows
+            .lines()
+            .find(|l| l.starts_with(&id))
+            .unwrap_or_else(|| panic!("{id} not rejected: {rows}"));
         assert_eq!(line, format!("{id}\t{reason}\t{{\"reason\":\"{reason}\"}}"));
     }
-    assert_eq!(ch.query("SELECT __kdd_request_id FROM hookhouse.events").await.trim(), good.request_id());
+    assert_eq!(
+        ch.query("SELECT __kdd_request_id FROM hookhouse.events")
+            .await
+            .trim(),
+        good.request_id()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,16 +473,42 @@ async fn a_new_token_works_at_once_and_a_revoked_key_stops_within_10_seconds() {
     let client = reqwest::Client::new();
     // Warm the writer's view of credentials, then create a token right before using it.
     post(&client, &gw.url(&first.query()), "{}").await;
-    assert!(eventually(Duration::from_secs(10), || async { count(&ch, "events").await == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(&ch, "events").await == 1
+        })
+        .await
+    );
     let admin = admin(&ch);
-    let (_, key, token) = hookhouse::clickhouse::store::create_token(&admin, "fresh", &[first.pipeline_id]).await.unwrap();
-    let fresh = format!("?pipeline_id={}&key={key}&token={}", first.pipeline_id, token.reveal());
+    let (_, key, token) =
+        hookhouse::clickhouse::store::create_token(&admin, "fresh", &[first.pipeline_id])
+            .await
+            .unwrap();
+    let fresh = format!(
+        "?pipeline_id={}&key={key}&token={}",
+        first.pipeline_id,
+        token.reveal()
+    );
     let answer = post(&client, &gw.url(&fresh), "{\"fresh\":true}").await;
     let id = answer.request_id().to_string();
-    assert!(eventually(Duration::from_secs(10), || async { count(&ch, "events").await + count(&ch, "rejected").await == 2 }).await);
-    assert_eq!(ch.count(&format!("SELECT count() FROM hookhouse.events WHERE __kdd_request_id = '{id}'")).await, 1, "a fresh token is accepted at once");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(&ch, "events").await + count(&ch, "rejected").await == 2
+        })
+        .await
+    );
+    assert_eq!(
+        ch.count(&format!(
+            "SELECT count() FROM hookhouse.events WHERE __kdd_request_id = '{id}'"
+        ))
+        .await,
+        1,
+        "a fresh token is accepted at once"
+    );
 
-    hookhouse::clickhouse::store::revoke_token(&admin, &key.to_string()).await.unwrap();
+    hookhouse::clickhouse::store::revoke_token(&admin, &key.to_string())
+        .await
+        .unwrap();
     let revoked_at = Instant::now();
     let mut sent = Vec::new();
     while revoked_at.elapsed() < Duration::from_secs(11) {
@@ -279,15 +517,31 @@ async fn a_new_token_works_at_once_and_a_revoked_key_stops_within_10_seconds() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let total = 2 + sent.len() as u64;
-    assert!(eventually(Duration::from_secs(10), || async { count(&ch, "events").await + count(&ch, "rejected").await == total }).await);
-    let rejected = ch.query("SELECT __kdd_request_id FROM hookhouse.rejected WHERE reason = 'REVOKED_KEY'").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(&ch, "events").await + count(&ch, "rejected").await == total
+        })
+        .await
+    );
+    let rejected = ch
+        .query("SELECT __kdd_request_id FROM hookhouse.rejected WHERE reason = 'REVOKED_KEY'")
+        .await;
     for (after, id) in &sent {
         if *after >= Duration::from_secs(10) {
-            assert!(rejected.contains(id.as_str()), "sent {after:?} after revocation, still accepted");
+            assert!(
+                rejected.contains(id.as_str()),
+                "sent {after:?} after revocation, still accepted"
+            );
         }
     }
-    let first_rejected = sent.iter().find(|(_, id)| rejected.contains(id.as_str())).map(|(after, _)| *after);
-    assert!(first_rejected.is_some_and(|t| t < Duration::from_secs(10)), "{first_rejected:?}");
+    let first_rejected = sent
+        .iter()
+        .find(|(_, id)| rejected.contains(id.as_str()))
+        .map(|(after, _)| *after);
+    assert!(
+        first_rejected.is_some_and(|t| t < Duration::from_secs(10)),
+        "{first_rejected:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,11 +549,26 @@ async fn keys_are_case_insensitive_and_stored_lowercase() {
     let ch = ClickhouseServer::start();
     let creds = setup_pipeline(&ch, "case").await;
     let gw = Gateway::start(&ch, |_| {}).await;
-    let query = format!("?token={}&key={}&pipeline_id={}", creds.token, creds.key.to_uppercase(), creds.pipeline_id);
+    let query = format!(
+        "?token={}&key={}&pipeline_id={}",
+        creds.token,
+        creds.key.to_uppercase(),
+        creds.pipeline_id
+    );
     let answer = post(&reqwest::Client::new(), &gw.url(&query), "[]").await;
     assert_eq!(answer.status, 200);
-    assert!(eventually(Duration::from_secs(10), || async { count(&ch, "events").await == 1 }).await);
-    assert_eq!(ch.query("SELECT __kdd_requester_key FROM hookhouse.events").await.trim(), creds.key);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(&ch, "events").await == 1
+        })
+        .await
+    );
+    assert_eq!(
+        ch.query("SELECT __kdd_requester_key FROM hookhouse.events")
+            .await
+            .trim(),
+        creds.key
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,16 +576,39 @@ async fn probes_say_which_check_fails() {
     let mut ch = ClickhouseServer::start();
     let gw = Gateway::start(&ch, |_| {}).await;
     let client = reqwest::Client::new();
-    let get = |path: &str| client.get(format!("http://127.0.0.1:{}/{path}", gw.port)).send();
+    let get = |path: &str| {
+        client
+            .get(format!("http://127.0.0.1:{}/{path}", gw.port))
+            .send()
+    };
     assert_eq!(answer(get("healthz").await.unwrap()).await.status, 200);
-    assert!(eventually(Duration::from_secs(5), || async { get("readyz").await.unwrap().status() == 200 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get("readyz").await.unwrap().status() == 200
+        })
+        .await
+    );
     ch.stop();
-    assert!(eventually(Duration::from_secs(5), || async { get("readyz").await.unwrap().status() == 503 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get("readyz").await.unwrap().status() == 503
+        })
+        .await
+    );
     let ready = answer(get("readyz").await.unwrap()).await;
     assert_eq!(ready.json["failing"], serde_json::json!(["clickhouse"]));
-    assert_eq!(answer(get("healthz").await.unwrap()).await.status, 200, "liveness does not depend on ClickHouse");
+    assert_eq!(
+        answer(get("healthz").await.unwrap()).await.status,
+        200,
+        "liveness does not depend on ClickHouse"
+    );
     ch.restart();
-    assert!(eventually(Duration::from_secs(5), || async { get("readyz").await.unwrap().status() == 200 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get("readyz").await.unwrap().status() == 200
+        })
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,8 +622,11 @@ async fn serve_accepts_while_clickhouse_is_down_and_migrates_once_it_answers() {
     assert_eq!(answer.status, 200, "{:?}", answer.json);
     ch.restart();
     // The schema appears, and the request lands (as UNKNOWN_KEY: no token exists).
-    assert!(eventually(Duration::from_secs(20), || async {
-        ch.query("EXISTS TABLE hookhouse.rejected").await.trim() == "1" && count(&ch, "rejected").await == 1
-    })
-    .await);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            ch.query("EXISTS TABLE hookhouse.rejected").await.trim() == "1"
+                && count(&ch, "rejected").await == 1
+        })
+        .await
+    );
 }

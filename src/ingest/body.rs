@@ -142,9 +142,17 @@ mod tests {
     fn deep_nesting_is_refused_not_a_crash() {
         for depth in [129, 5_000, 100_000] {
             let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-            assert_eq!(check_body(deep.as_bytes()), Err(BodyError::Invalid), "{depth}");
+            assert_eq!(
+                check_body(deep.as_bytes()),
+                Err(BodyError::Invalid),
+                "{depth}"
+            );
             let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
-            assert_eq!(check_body(objects.as_bytes()), Err(BodyError::Invalid), "{depth}");
+            assert_eq!(
+                check_body(objects.as_bytes()),
+                Err(BodyError::Invalid),
+                "{depth}"
+            );
         }
         let fine = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert_eq!(check_body(fine.as_bytes()), Ok(()));

@@ -7,7 +7,7 @@
 //! them, never past the durable position this thread publishes.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,12 @@ pub enum FsyncMode {
 }
 
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Once full, the log accepts again below this share of its budget (in percent).
+const RESUME_AT: u64 = 90;
+
+fn resume_below(max_bytes: u64) -> u64 {
+    max_bytes / 100 * RESUME_AT
+}
 /// The most one group writes at once; the rest of the queue waits for the next group.
 const GROUP_MAX_BYTES: usize = 16 << 20;
 /// Requests that may wait for the appender before senders wait for room.
@@ -94,12 +100,23 @@ pub struct Shared {
     pub bytes_on_disk: AtomicU64,
     /// Set when a write or fsync failed and no write has succeeded since.
     pub failing: AtomicBool,
+    /// First sequence number of the segment the appender writes to (0: none yet). Every other
+    /// segment is sealed and may be deleted once ClickHouse has all of it.
+    pub active_segment: AtomicU64,
+    /// Set when an append did not fit the budget; cleared once the log is back under
+    /// [`RESUME_AT`] of it, so that the gateway does not flap between 200 and 503.
+    full: AtomicBool,
     durable: watch::Sender<DurablePos>,
 }
 
 impl Shared {
+    /// Whether the log refuses appends for its disk budget.
     pub fn over_budget(&self) -> bool {
-        self.bytes_on_disk.load(Ordering::Relaxed) >= self.max_bytes
+        let bytes = self.bytes_on_disk.load(Ordering::Relaxed);
+        if self.full.load(Ordering::Relaxed) && bytes < resume_below(self.max_bytes) {
+            self.full.store(false, Ordering::Relaxed);
+        }
+        self.full.load(Ordering::Relaxed) || bytes >= self.max_bytes
     }
 
     pub fn durable(&self) -> watch::Receiver<DurablePos> {
@@ -133,6 +150,8 @@ impl Wal {
             max_bytes: config.max_bytes,
             bytes_on_disk: AtomicU64::new(recovery.bytes),
             failing: AtomicBool::new(false),
+            active_segment: AtomicU64::new(0),
+            full: AtomicBool::new(false),
             durable: durable_tx,
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -194,6 +213,13 @@ impl Wal {
             let _ = thread.join();
         }
     }
+}
+
+/// A group that could not be made durable.
+struct WriteFailure {
+    error: io::Error,
+    /// None of the group's frames can be in the log, so their numbers may be used again.
+    renumber: bool,
 }
 
 struct ActiveSegment {
@@ -258,16 +284,20 @@ impl Appender {
         buf: &mut Vec<u8>,
     ) {
         buf.clear();
-        let mut budget_left = self
-            .shared
-            .max_bytes
-            .saturating_sub(self.shared.bytes_on_disk.load(Ordering::Relaxed));
+        let mut budget_left = if self.shared.over_budget() {
+            0
+        } else {
+            self.shared
+                .max_bytes
+                .saturating_sub(self.shared.bytes_on_disk.load(Ordering::Relaxed))
+        };
         let mut accepted = Vec::with_capacity(group.len());
         let first_seq = self.next_seq;
         for (record, reply) in group.drain(..) {
             let len = record.frame_len() as u64;
             if len > budget_left {
-                events::wal::over_budget();
+                let newly_full = !self.shared.full.swap(true, Ordering::Relaxed);
+                events::wal::over_budget(newly_full);
                 let _ = reply.send(Err(AppendError::OverBudget));
                 continue;
             }
@@ -290,7 +320,10 @@ impl Appender {
                     let _ = reply.send(Ok(seq));
                 }
             }
-            Err(error) => {
+            Err(WriteFailure { error, renumber }) => {
+                if renumber {
+                    self.next_seq = first_seq;
+                }
                 self.shared.failing.store(true, Ordering::Relaxed);
                 events::wal::write_failed(&error);
                 for (_, reply) in accepted {
@@ -300,37 +333,55 @@ impl Appender {
         }
     }
 
-    fn write_group(&mut self, first_seq: u64, buf: &[u8]) -> io::Result<DurablePos> {
-        let needs_new = match &self.active {
+    fn write_group(&mut self, first_seq: u64, buf: &[u8]) -> Result<DurablePos, WriteFailure> {
+        let needs_new = match &mut self.active {
             None => true,
+            // A failed write into an empty segment left nothing behind: use it again rather than
+            // leave an empty file per failure while the disk is full.
+            Some(active) if active.broken && active.len == 0 => {
+                active.broken = false;
+                false
+            }
             Some(active) => {
                 active.broken
                     || (active.len > 0 && active.len + buf.len() as u64 > self.segment_bytes)
             }
         };
         if needs_new {
-            self.roll(first_seq)?;
+            self.roll(first_seq).map_err(|error| WriteFailure {
+                error,
+                renumber: true,
+            })?;
         }
         let active = self.active.as_mut().expect("roll opened a segment");
         let before = active.len;
-        let written = active.file.write_all(buf).and_then(|()| match self.fsync {
-            FsyncMode::Always => active.file.sync_data(),
-            FsyncMode::Interval => Ok(()),
-        });
-        if let Err(error) = written {
-            // Leave the file ending on a whole frame if we can; if not, never write to it again.
-            let restored = active
-                .file
-                .set_len(before)
-                .and_then(|()| active.file.seek(SeekFrom::Start(before)).map(drop));
-            if restored.is_err() {
+        // Any failure seals this segment: on a full disk, space comes back only by deleting
+        // sealed segments, and an empty one is simply used again (see above).
+        if let Err(error) = active.file.write_all(buf) {
+            // Nothing of this group was acknowledged. Cutting what was written of it leaves the
+            // file ending on a whole frame, and then its numbers can be given out again.
+            let restored = active.file.set_len(before).is_ok();
+            active.broken = true;
+            return Err(WriteFailure {
+                error,
+                renumber: restored,
+            });
+        }
+        if self.fsync == FsyncMode::Always {
+            if let Err(error) = active.file.sync_data() {
+                // After a failed fsync the page cache may not match the disk: the frames stay
+                // where they are (unacknowledged, so delivered at most once) and their numbers
+                // are never given out again.
                 active.broken = true;
+                active.len += buf.len() as u64;
+                self.shared
+                    .bytes_on_disk
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                return Err(WriteFailure {
+                    error,
+                    renumber: false,
+                });
             }
-            if self.fsync == FsyncMode::Always {
-                // After a failed fsync the page cache may no longer match the disk.
-                active.broken = true;
-            }
-            return Err(error);
         }
         active.len += buf.len() as u64;
         self.shared
@@ -353,12 +404,19 @@ impl Appender {
             }
         }
         let path = segment_path(&self.shared.dir, first_seq);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
+        // An empty file of that name may be left by a roll that failed half way (a full disk).
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if file.metadata()?.len() != 0 {
+            return Err(io::Error::other(format!(
+                "segment {} already holds data",
+                path.display()
+            )));
+        }
         // The new name must survive a crash along with the data written under it.
         sync_dir(&self.shared.dir)?;
+        self.shared
+            .active_segment
+            .store(first_seq, Ordering::Relaxed);
         self.active = Some(ActiveSegment {
             first_seq,
             file,

@@ -49,7 +49,12 @@ impl LogReader {
             // Only the segment being appended to can grow; every other one is sealed.
             let active = seg.first_seq == durable.segment;
             let limit = if active { durable.offset } else { u64::MAX };
-            match cursor.next(limit, !active)? {
+            let step = match cursor.next(limit, !active) {
+                // Deleted since it was opened: everything in it is in ClickHouse.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Step::End,
+                other => other?,
+            };
+            match step {
                 Step::Record(record) => {
                     if record.seq > self.after_seq {
                         self.after_seq = record.seq;
@@ -69,7 +74,10 @@ impl LogReader {
                     )?;
                     events::wal::damage_found(&seg.path, offset, damaged.len(), &kept);
                 }
-                Step::End if active => return Ok(()),
+                Step::End if active && seg.path.exists() => {
+                    cursor.close_file();
+                    return Ok(());
+                }
                 Step::End => {
                     let current = seg.first_seq;
                     let next = list_segments(&self.shared.dir)?
@@ -77,7 +85,10 @@ impl LogReader {
                         .find(|s| s.first_seq > current && s.first_seq <= durable.seq);
                     match next {
                         Some(next) => self.current = Some(open(next)?),
-                        None => return Ok(()),
+                        None => {
+                            cursor.close_file();
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -116,12 +127,17 @@ fn open(seg: SegmentFile) -> io::Result<(SegmentFile, SegmentCursor)> {
 /// Deletes every segment all of whose records are at or below `confirmed`, except the one being
 /// appended to. Returns the bytes freed.
 pub fn release_through(shared: &Shared, confirmed: u64) -> io::Result<u64> {
-    let active = shared.durable().borrow().segment;
+    // The segment being appended to, not the last one written successfully: after failed
+    // writes (a full disk) the appender has moved on, and the old one must be freed.
+    let active = shared.active_segment.load(Ordering::Relaxed);
+    // When everything durable is confirmed, every sealed segment is: numbers given out to
+    // appends that failed leave gaps that the names alone cannot see past.
+    let all_confirmed = shared.durable().borrow().seq <= confirmed;
     let segments = list_segments(&shared.dir)?;
     let mut freed = 0;
     for pair in segments.windows(2) {
         let (seg, next) = (&pair[0], &pair[1]);
-        if next.first_seq > confirmed.saturating_add(1) {
+        if next.first_seq > confirmed.saturating_add(1) && !all_confirmed {
             break;
         }
         if seg.first_seq == active {

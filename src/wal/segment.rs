@@ -69,7 +69,10 @@ pub enum Step {
 
 /// Reads the frames of one segment in order, from disk, a chunk at a time.
 pub struct SegmentCursor {
-    file: File,
+    path: PathBuf,
+    /// Closed whenever the cursor has read all there is ([`SegmentCursor::close_file`]): a
+    /// deleted segment frees its disk space only once no one holds it open.
+    file: Option<File>,
     /// Bytes read from the file and not yet consumed start at `buf[pos]`.
     buf: Vec<u8>,
     pos: usize,
@@ -80,11 +83,18 @@ pub struct SegmentCursor {
 impl SegmentCursor {
     pub fn open(path: &Path) -> io::Result<SegmentCursor> {
         Ok(SegmentCursor {
-            file: File::open(path)?,
+            path: path.to_path_buf(),
+            file: Some(File::open(path)?),
             buf: Vec::new(),
             pos: 0,
             buf_start: 0,
         })
+    }
+
+    /// Lets go of the file until more is to be read; reading reopens it (and fails with
+    /// `NotFound` if the segment was deleted meanwhile).
+    pub fn close_file(&mut self) {
+        self.file = None;
     }
 
     /// File offset of the next unread byte.
@@ -179,9 +189,13 @@ impl SegmentCursor {
         }
         let want = (limit - read_to).min(READ_CHUNK as u64) as usize;
         let old_len = self.buf.len();
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(File::open(&self.path)?),
+        };
+        file.seek(SeekFrom::Start(read_to))?;
         self.buf.resize(old_len + want, 0);
-        self.file.seek(SeekFrom::Start(read_to))?;
-        let got = read_up_to(&mut self.file, &mut self.buf[old_len..])?;
+        let got = read_up_to(file, &mut self.buf[old_len..])?;
         self.buf.truncate(old_len + got);
         Ok(got > 0)
     }

@@ -65,7 +65,7 @@ pub struct Writer {
     ch: Clickhouse,
     shared: Arc<wal::Shared>,
     config: WriterConfig,
-    checkpoint_file: CheckpointFile,
+    checkpoint_file: Arc<CheckpointFile>,
     checkpoint: Checkpoint,
     /// Records at or below this may already be in ClickHouse from before this process started.
     check_through: u64,
@@ -84,7 +84,7 @@ impl Writer {
         Writer {
             ch,
             shared,
-            checkpoint_file: CheckpointFile::new(&config.data_dir),
+            checkpoint_file: Arc::new(CheckpointFile::new(&config.data_dir)),
             check_through: checkpoint.attempted,
             checkpoint,
             config,

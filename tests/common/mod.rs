@@ -23,7 +23,11 @@ fn clickhouse_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("HOOKHOUSE_TEST_CLICKHOUSE") {
         return PathBuf::from(path);
     }
-    for candidate in ["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server", "/usr/bin/clickhouse"] {
+    for candidate in [
+        "/usr/sbin/clickhouse-server",
+        "/usr/bin/clickhouse-server",
+        "/usr/bin/clickhouse",
+    ] {
         if Path::new(candidate).exists() {
             return PathBuf::from(candidate);
         }
@@ -57,7 +61,10 @@ pub struct ClickhouseServer {
 
 impl ClickhouseServer {
     pub fn start() -> ClickhouseServer {
-        let dir = tempfile::Builder::new().prefix("hookhouse-ch-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("hookhouse-ch-")
+            .tempdir()
+            .expect("temp dir");
         let mut server = ClickhouseServer {
             dir,
             child: None,
@@ -104,14 +111,20 @@ impl ClickhouseServer {
     fn launch(&mut self) {
         let mut command = Command::new(clickhouse_binary());
         command
-            .arg(format!("--config-file={}", self.dir.path().join("config.xml").display()))
+            .arg(format!(
+                "--config-file={}",
+                self.dir.path().join("config.xml").display()
+            ))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         die_with_parent(&mut command);
         let child = command.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {}: {e}; install it with scripts/install-clickhouse.sh", clickhouse_binary().display())
+            panic!(
+                "cannot start {}: {e}; install it with scripts/install-clickhouse.sh",
+                clickhouse_binary().display()
+            )
         });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -120,7 +133,8 @@ impl ClickhouseServer {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                let log = std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
                 panic!("clickhouse-server exited with {status}: {log}");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -134,9 +148,14 @@ impl ClickhouseServer {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let request = format!("GET /ping HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.http_port);
+        let request = format!(
+            "GET /ping HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.http_port
+        );
         let mut answer = String::new();
-        stream.write_all(request.as_bytes()).is_ok() && stream.read_to_string(&mut answer).is_ok() && answer.ends_with("Ok.\n")
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.ends_with("Ok.\n")
     }
 
     pub fn url(&self) -> String {
@@ -171,7 +190,11 @@ impl ClickhouseServer {
     }
 
     pub async fn count(&self, sql: &str) -> u64 {
-        self.query(sql).await.trim().parse().unwrap_or_else(|_| panic!("not a count: {sql}"))
+        self.query(sql)
+            .await
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a count: {sql}"))
     }
 }
 
@@ -204,12 +227,19 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(ch: &ClickhouseServer, tweak: impl FnOnce(&mut Settings)) -> Gateway {
-        let data = tempfile::Builder::new().prefix("hookhouse-data-").tempdir().expect("temp dir");
+        let data = tempfile::Builder::new()
+            .prefix("hookhouse-data-")
+            .tempdir()
+            .expect("temp dir");
         Self::start_in(ch, data, tweak).await
     }
 
     /// Starts on an existing data folder (a restart).
-    pub async fn start_in(ch: &ClickhouseServer, data: TempDir, tweak: impl FnOnce(&mut Settings)) -> Gateway {
+    pub async fn start_in(
+        ch: &ClickhouseServer,
+        data: TempDir,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Gateway {
         let mut settings = test_settings(ch, data.path());
         tweak(&mut settings);
         settings.validate().expect("test settings are valid");
@@ -235,7 +265,9 @@ impl Gateway {
             trigger.trigger();
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("gateway task").expect("gateway stops cleanly");
+            task.await
+                .expect("gateway task")
+                .expect("gateway stops cleanly");
         }
         let data = tempfile::Builder::new().tempdir().expect("temp dir");
         std::mem::replace(&mut self.data, data)
@@ -259,7 +291,10 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn query(&self) -> String {
-        format!("?pipeline_id={}&key={}&token={}", self.pipeline_id, self.key, self.token)
+        format!(
+            "?pipeline_id={}&key={}&token={}",
+            self.pipeline_id, self.key, self.token
+        )
     }
 }
 
@@ -273,9 +308,15 @@ pub fn admin(ch: &ClickhouseServer) -> Clickhouse {
 
 pub async fn setup_pipeline(ch: &ClickhouseServer, name: &str) -> Credentials {
     let admin = admin(ch);
-    hookhouse::clickhouse::migrate::migrate(&admin).await.expect("migrate");
-    let pipeline = store::create_pipeline(&admin, name).await.expect("create pipeline");
-    let (_, key, token) = store::create_token(&admin, name, &[pipeline.pipeline_id]).await.expect("create token");
+    hookhouse::clickhouse::migrate::migrate(&admin)
+        .await
+        .expect("migrate");
+    let pipeline = store::create_pipeline(&admin, name)
+        .await
+        .expect("create pipeline");
+    let (_, key, token) = store::create_token(&admin, name, &[pipeline.pipeline_id])
+        .await
+        .expect("create token");
     Credentials {
         pipeline_id: pipeline.pipeline_id,
         key: key.to_string(),
@@ -293,12 +334,26 @@ pub struct Answer {
 }
 
 pub async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> Answer {
-    answer(client.post(url).body(body).send().await.expect("gateway answers")).await
+    answer(
+        client
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .expect("gateway answers"),
+    )
+    .await
 }
 
 pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status().as_u16();
-    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
     let (retry_after, allow) = (header("retry-after"), header("allow"));
     let text = response.text().await.expect("answer body");
     let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
@@ -316,7 +371,9 @@ impl Answer {
     }
 
     pub fn request_id(&self) -> &str {
-        self.json["data"]["__kdd_request_id"].as_str().unwrap_or_else(|| panic!("not a success: {self:?}"))
+        self.json["data"]["__kdd_request_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a success: {self:?}"))
     }
 }
 
@@ -354,16 +411,29 @@ impl GatewayProcess {
             child: None,
             port: free_port(),
             data_dir: data_dir.to_path_buf(),
-            log_path: data_dir.with_extension("log"),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            // Not in the data folder: a test may fill that disk.
+            log_path: std::env::temp_dir().join(format!(
+                "hookhouse-test-{}.log",
+                uuid::Uuid::new_v4().simple()
+            )),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
-        process.env.push(("HOOKHOUSE_CLICKHOUSE_URL".into(), ch.url()));
+        process
+            .env
+            .push(("HOOKHOUSE_CLICKHOUSE_URL".into(), ch.url()));
         process.launch();
         process
     }
 
     fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookhouse"));
         command
             .arg("serve")
@@ -439,6 +509,7 @@ impl GatewayProcess {
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
         self.kill9();
+        let _ = std::fs::remove_file(&self.log_path);
     }
 }
 
