@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Tests hookhouse: installs ClickHouse if missing (the tests start their own servers from Debian's
+# clickhouse-server), then cargo fmt --check, cargo clippy -D warnings and the whole cargo test
+# suite. Extra arguments go to cargo test, e.g. scripts/test.sh -- --nocapture.
+# rustfmt and clippy are skipped with a warning when the toolchain lacks them.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '==> %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+
+scripts/install-clickhouse.sh
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    PATH=$HOME/.cargo/bin:$PATH
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    rust_version=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)
+    printf 'error: cargo is not installed; hookhouse needs Rust %s or newer (https://rustup.rs).\n' \
+        "${rust_version:-stable}" >&2
+    exit 1
+fi
+step "using $(cargo --version)"
+
+if cargo fmt --version >/dev/null 2>&1; then
+    step "cargo fmt --check"
+    cargo fmt --check
+else
+    warn "rustfmt is not installed for this toolchain: skipping cargo fmt --check"
+fi
+
+if cargo clippy --version >/dev/null 2>&1; then
+    step "cargo clippy --all-targets -- -D warnings"
+    cargo clippy --all-targets -- -D warnings
+else
+    warn "clippy is not installed for this toolchain: skipping cargo clippy"
+fi
+
+step "cargo test${*:+ $*}"
+cargo test "$@"
