@@ -6,7 +6,128 @@
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+
+/// Describes every series and shows the unlabelled ones at zero from the start, so that
+/// dashboards and alerts see them before the first event.
+pub fn describe() {
+    let counters = [
+        (
+            "hookhouse_http_requests_total",
+            "Answers given, by HTTP code and error code.",
+        ),
+        (
+            "hookhouse_http_received_bytes_total",
+            "Request body bytes read.",
+        ),
+        (
+            "hookhouse_rate_limited_total",
+            "Requests refused with 429 for their key's rate.",
+        ),
+        (
+            "hookhouse_wal_appended_records_total",
+            "Records made durable in the write-ahead log.",
+        ),
+        (
+            "hookhouse_wal_appended_bytes_total",
+            "Bytes made durable in the write-ahead log.",
+        ),
+        (
+            "hookhouse_wal_over_budget_total",
+            "Requests refused with 503 for the log's disk budget.",
+        ),
+        (
+            "hookhouse_wal_write_errors_total",
+            "Failed log writes or fsyncs (each answered 503).",
+        ),
+        (
+            "hookhouse_wal_torn_bytes_total",
+            "Bytes cut off a torn log tail at start-up (kept in quarantine/).",
+        ),
+        (
+            "hookhouse_wal_damaged_bytes_total",
+            "Unreadable log bytes moved to quarantine/.",
+        ),
+        (
+            "hookhouse_rows_inserted_total",
+            "Rows inserted into `events`.",
+        ),
+        (
+            "hookhouse_rows_rejected_total",
+            "Rows inserted into `rejected`, by reason.",
+        ),
+        (
+            "hookhouse_rows_already_present_total",
+            "Rows not sent again because an unconfirmed insert had landed them.",
+        ),
+        (
+            "hookhouse_clickhouse_errors_total",
+            "Failed ClickHouse calls, by kind.",
+        ),
+        (
+            "hookhouse_clickhouse_retries_total",
+            "ClickHouse calls retried after a backoff.",
+        ),
+        (
+            "hookhouse_credentials_reloads_total",
+            "Reloads of pipelines and tokens from ClickHouse.",
+        ),
+    ];
+    for (name, help) in counters {
+        describe_counter!(name, help);
+    }
+    for name in [
+        "hookhouse_http_received_bytes_total",
+        "hookhouse_rate_limited_total",
+        "hookhouse_wal_appended_records_total",
+        "hookhouse_wal_appended_bytes_total",
+        "hookhouse_wal_over_budget_total",
+        "hookhouse_wal_write_errors_total",
+        "hookhouse_wal_torn_bytes_total",
+        "hookhouse_wal_damaged_bytes_total",
+        "hookhouse_rows_inserted_total",
+        "hookhouse_rows_already_present_total",
+        "hookhouse_clickhouse_retries_total",
+        "hookhouse_credentials_reloads_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    describe_gauge!(
+        "hookhouse_wal_bytes",
+        Unit::Bytes,
+        "Bytes of log segments on disk (counted against HOOKHOUSE_WAL_MAX_BYTES)."
+    );
+    describe_gauge!(
+        "hookhouse_wal_pending_records",
+        "Records in the log not yet confirmed by ClickHouse."
+    );
+    gauge!("hookhouse_wal_bytes").set(0.0);
+    gauge!("hookhouse_wal_pending_records").set(0.0);
+    let histograms = [
+        (
+            "hookhouse_wal_fsync_seconds",
+            "Time to write and fsync one group commit.",
+        ),
+        (
+            "hookhouse_wal_group_records",
+            "Requests sharing one group commit.",
+        ),
+        ("hookhouse_batch_rows", "Rows per ClickHouse batch."),
+        (
+            "hookhouse_insert_seconds",
+            "Time to land one batch (check, insert, checkpoint).",
+        ),
+        (
+            "hookhouse_landing_lag_seconds",
+            "From a request's 200 to its row being queryable.",
+        ),
+    ];
+    for (name, help) in histograms {
+        describe_histogram!(name, help);
+    }
+}
 
 /// The edge: answers and bytes.
 pub mod http {
@@ -23,6 +144,15 @@ pub mod http {
     pub fn rate_limited(key: &str) {
         tracing::debug!(key, "request over the per-key rate limit");
         counter!("hookhouse_rate_limited_total").increment(1);
+    }
+
+    pub fn accepted(request_id: &str, pipeline_id: u64, bytes: usize) {
+        tracing::debug!(
+            request_id,
+            pipeline_id,
+            bytes,
+            "request accepted and durable"
+        );
     }
 
     pub fn append_failed(request_id: &str, error: &dyn std::fmt::Display) {
@@ -106,8 +236,12 @@ pub mod writer {
         counter!("hookhouse_rows_rejected_total", "reason" => reason).increment(count);
     }
 
-    pub fn landed(lag: Duration) {
-        histogram!("hookhouse_landing_lag_seconds").record(lag.as_secs_f64());
+    /// Rows now queryable, with how long after their 200 each landed.
+    pub fn landed(lags: impl Iterator<Item = Duration>) {
+        let histogram = histogram!("hookhouse_landing_lag_seconds");
+        for lag in lags {
+            histogram.record(lag.as_secs_f64());
+        }
     }
 
     pub fn clickhouse_failed(

@@ -40,6 +40,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         // First, so that what recovery finds is counted too.
         let metrics = telemetry::metrics();
+        events::describe();
         let data_dir = settings.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
@@ -85,6 +86,7 @@ impl Application {
                 instance_id,
                 data_dir: settings.data_dir.clone(),
             },
+            health.clickhouse_back(),
         );
         let writer = tokio::spawn(writer.run(shutdown.clone()));
 

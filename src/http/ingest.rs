@@ -75,9 +75,13 @@ async fn accept(
         token_hash: credentials.token.hash(),
         body,
     };
-    let (request_id, accepted_at) = (record.request_id, record.accepted_at);
+    let (request_id, accepted_at, body_len) =
+        (record.request_id, record.accepted_at, record.body.len());
     match state.wal.append(record).await {
-        Ok(_seq) => Ok((request_id, accepted_at)),
+        Ok(_seq) => {
+            events::http::accepted(request_id.as_str(), credentials.pipeline_id.get(), body_len);
+            Ok((request_id, accepted_at))
+        }
         Err(error) => {
             events::http::append_failed(request_id.as_str(), &error);
             let retry_after_secs = match error {

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -22,6 +24,9 @@ const PING_WITHIN: Duration = Duration::from_secs(1);
 /// What readiness is made of.
 pub struct Health {
     clickhouse: Mutex<Result<(), String>>,
+    /// Woken when ClickHouse answers again after failing, so that retries need not sleep out
+    /// their backoff.
+    clickhouse_back: Arc<Notify>,
     shutting_down: AtomicBool,
     wal: Arc<wal::Shared>,
 }
@@ -30,6 +35,7 @@ impl Health {
     pub fn new(wal: Arc<wal::Shared>) -> Health {
         Health {
             clickhouse: Mutex::new(Err("not checked yet".into())),
+            clickhouse_back: Arc::new(Notify::new()),
             shutting_down: AtomicBool::new(false),
             wal,
         }
@@ -44,7 +50,16 @@ impl Health {
     }
 
     fn set_clickhouse(&self, state: Result<(), String>) {
-        *self.clickhouse.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        let mut current = self.clickhouse.lock().unwrap_or_else(|e| e.into_inner());
+        if current.is_err() && state.is_ok() {
+            self.clickhouse_back.notify_waiters();
+        }
+        *current = state;
+    }
+
+    /// Resolves the next time ClickHouse answers after failing.
+    pub fn clickhouse_back(&self) -> Arc<Notify> {
+        self.clickhouse_back.clone()
     }
 
     /// Each check's verdict: `None` when it passes, or why it fails.

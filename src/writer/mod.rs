@@ -35,6 +35,7 @@ use backoff::Backoff;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
 /// Above this many pipelines in one batch, the presence check scans by time alone.
 const MAX_PIPELINES_IN_FILTER: usize = 1000;
 
@@ -71,6 +72,8 @@ pub struct Writer {
     check_through: u64,
     credentials: CredentialCache,
     ready: watch::Sender<bool>,
+    /// Notified when ClickHouse answers again: a retry waiting out its backoff goes at once.
+    clickhouse_back: Arc<tokio::sync::Notify>,
 }
 
 impl Writer {
@@ -79,6 +82,7 @@ impl Writer {
         shared: Arc<wal::Shared>,
         checkpoint: Checkpoint,
         config: WriterConfig,
+        clickhouse_back: Arc<tokio::sync::Notify>,
     ) -> Writer {
         let (ready, _) = watch::channel(false);
         Writer {
@@ -90,6 +94,7 @@ impl Writer {
             config,
             credentials: CredentialCache::default(),
             ready,
+            clickhouse_back,
         }
     }
 
@@ -249,11 +254,11 @@ impl Writer {
         self.checkpoint.confirmed = last.seq;
         self.store_checkpoint(shutdown).await?;
         let now = AcceptedAt::now().secs();
-        for record in batch {
-            events::writer::landed(Duration::from_secs_f64(
-                (now - record.accepted_at.secs()).max(0.0),
-            ));
-        }
+        events::writer::landed(
+            batch
+                .iter()
+                .map(|r| Duration::from_secs_f64((now - r.accepted_at.secs()).max(0.0))),
+        );
         events::writer::batch_inserted(batch.len() - rejected, rejected, started.elapsed());
         self.release();
         Ok(())
@@ -512,6 +517,7 @@ impl Writer {
         events::writer::clickhouse_failed(what, error.kind(), error, Some(delay));
         tokio::select! {
             _ = tokio::time::sleep(delay) => Ok(()),
+            _ = self.clickhouse_back.notified() => Ok(()),
             _ = shutdown.triggered() => Err(Stopped),
         }
     }

@@ -189,6 +189,15 @@ impl ClickhouseServer {
         text
     }
 
+    /// [`ClickhouseServer::query`] for tests without a runtime.
+    pub fn query_blocking(&self, sql: &str) -> String {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(self.query(sql))
+    }
+
     pub async fn count(&self, sql: &str) -> u64 {
         self.query(sql)
             .await

@@ -1,0 +1,263 @@
+//! The `hookhouse` command line (CONTRACT §5): every command, human and `--json` output, and
+//! one clear line for a bad setting.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn run(ch: &ClickhouseServer, args: &[&str]) -> (i32, String, String) {
+    hookhouse_cli(args, &[("HOOKHOUSE_CLICKHOUSE_URL", &ch.url())])
+}
+
+fn json(ch: &ClickhouseServer, args: &[&str]) -> Value {
+    let (code, out, err) = run(ch, args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed {out:?}: {e}"))
+}
+
+#[test]
+fn help_explains_every_command() {
+    let (code, out, _) = hookhouse_cli(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for command in ["serve", "migrate", "pipeline", "token"] {
+        assert!(out.contains(command), "{out}");
+    }
+    let (_, out, _) = hookhouse_cli(&["pipeline", "--help"], &[]);
+    for command in ["create", "list", "disable"] {
+        assert!(out.contains(command), "{out}");
+    }
+    let (_, out, _) = hookhouse_cli(&["token", "create", "--help"], &[]);
+    assert!(
+        out.contains("--pipeline") && out.contains("--name") && out.contains("--json"),
+        "{out}"
+    );
+    let (code, _, err) = hookhouse_cli(&["pipeline", "create"], &[]);
+    assert_eq!(code, 2, "a missing argument is a usage error");
+    assert!(err.contains("--name"), "{err}");
+}
+
+#[test]
+fn migrate_is_idempotent() {
+    let ch = ClickhouseServer::start();
+    let (code, out, _) = run(&ch, &["migrate"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Applied migrations [1]"), "{out}");
+    let again = json(&ch, &["migrate", "--json"]);
+    assert_eq!(
+        again,
+        serde_json::json!({"applied": [], "database": "hookhouse"})
+    );
+}
+
+#[test]
+fn pipelines_are_created_listed_disabled_and_enabled() {
+    let ch = ClickhouseServer::start();
+    assert_eq!(
+        json(&ch, &["pipeline", "create", "--name", "crm", "--json"]),
+        serde_json::json!({"pipeline_id": 1, "name": "crm"})
+    );
+    assert_eq!(
+        json(&ch, &["pipeline", "create", "--name", "ads ção", "--json"])["pipeline_id"],
+        2
+    );
+    let (code, out, _) = run(&ch, &["pipeline", "create", "--name", "outreach"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Created pipeline 3 (outreach)") && out.contains("hookhouse.pipeline_3"),
+        "{out}"
+    );
+    let list = json(&ch, &["pipeline", "list", "--json"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["crm", "ads ção", "outreach"]);
+    assert!(list.as_array().unwrap().iter().all(|p| p["active"] == true));
+
+    let (code, out, _) = run(&ch, &["pipeline", "disable", "--id", "2"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("now disabled"), "{out}");
+    let (_, out, _) = run(&ch, &["pipeline", "list"]);
+    let line = out.lines().find(|l| l.starts_with("2 ")).unwrap();
+    assert!(
+        line.contains("disabled") && line.contains("ads ção"),
+        "{out}"
+    );
+    assert_eq!(
+        json(&ch, &["pipeline", "enable", "--id", "2", "--json"])["active"],
+        true
+    );
+
+    let (code, _, err) = run(&ch, &["pipeline", "disable", "--id", "99"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "hookhouse: no pipeline with id 99");
+    let (code, _, err) = run(&ch, &["pipeline", "create", "--name", ""]);
+    assert_eq!(code, 1);
+    assert!(err.contains("name"), "{err}");
+    // Each pipeline has its view.
+    let views = ch.query_blocking("SELECT name FROM system.tables WHERE database = 'hookhouse' AND name LIKE 'pipeline\\\\_%' ORDER BY name");
+    assert_eq!(
+        views.lines().collect::<Vec<_>>(),
+        ["pipeline_1", "pipeline_2", "pipeline_3"]
+    );
+}
+
+#[test]
+fn tokens_are_shown_once_listed_without_secrets_and_revoked() {
+    let ch = ClickhouseServer::start();
+    json(&ch, &["pipeline", "create", "--name", "p", "--json"]);
+    let created = json(
+        &ch,
+        &[
+            "token",
+            "create",
+            "--name",
+            "kakiyo",
+            "--pipeline",
+            "1",
+            "--json",
+        ],
+    );
+    let (key, token) = (
+        created["key"].as_str().unwrap(),
+        created["token"].as_str().unwrap(),
+    );
+    assert!(hookhouse::ingest::Key::parse(key).is_some(), "{key}");
+    assert_eq!(token.len(), 40);
+    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let (code, out, _) = run(&ch, &["token", "create", "--name", "everything"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("all pipelines") && out.contains("key:") && out.contains("token:"),
+        "{out}"
+    );
+
+    let list = json(&ch, &["token", "list", "--json"]);
+    let listed = list.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        !list.to_string().contains(token),
+        "token list never shows tokens"
+    );
+    let kakiyo = listed.iter().find(|t| t["key"] == key).unwrap();
+    assert_eq!(
+        (
+            kakiyo["name"].clone(),
+            kakiyo["pipelines"].clone(),
+            kakiyo["revoked"].clone()
+        ),
+        ("kakiyo".into(), serde_json::json!([1]), false.into())
+    );
+
+    let (code, out, _) = run(&ch, &["token", "revoke", "--key", &key.to_uppercase()]);
+    assert_eq!(code, 0, "keys are case-insensitive");
+    assert!(out.contains("Revoked key"), "{out}");
+    let list = json(&ch, &["token", "list", "--json"]);
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key"] == key)
+            .unwrap()["revoked"],
+        true
+    );
+
+    let (code, _, err) = run(&ch, &["token", "revoke", "--key", "not-a-key"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a key"), "{err}");
+    let (code, _, err) = run(&ch, &["token", "revoke", "--key", KEY_SHAPE]);
+    assert_eq!(
+        (code, err.trim()),
+        (
+            1,
+            format!("hookhouse: no token with key {KEY_SHAPE}").as_str()
+        )
+    );
+    let (code, _, err) = run(&ch, &["token", "create", "--name", "x", "--pipeline", "42"]);
+    assert_eq!((code, err.trim()), (1, "hookhouse: no pipeline with id 42"));
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (
+            &[("HOOKHOUSE_MAX_BODY_BYTES", "lots")],
+            "HOOKHOUSE_MAX_BODY_BYTES",
+        ),
+        (&[("HOOKHOUSE_FSYNC", "sometimes")], "HOOKHOUSE_FSYNC"),
+        (&[("HOOKHOUSE_LISTEN", "nowhere")], "HOOKHOUSE_LISTEN"),
+        (
+            &[("HOOKHOUSE_BATCH_MAX_WAIT_MS", "-1")],
+            "HOOKHOUSE_BATCH_MAX_WAIT_MS",
+        ),
+        (
+            &[("HOOKHOUSE_CONFIG", "/nonexistent/hookhouse.toml")],
+            "HOOKHOUSE_CONFIG",
+        ),
+    ];
+    for (env, setting) in cases {
+        let (code, out, err) = hookhouse_cli(&["serve"], env);
+        assert_eq!(code, 1, "{env:?}");
+        assert!(out.is_empty());
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(setting) && !err.contains("panicked"), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookhouse.toml");
+    std::fs::write(&file, "batch_max_rowz = 10\n").unwrap();
+    let (code, _, err) = hookhouse_cli(&["serve", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("batch_max_rowz") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_file_is_layered_under_the_environment() {
+    let ch = ClickhouseServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookhouse.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "clickhouse_url = \"{}\"\nclickhouse_database = \"from_file\"\n",
+            ch.url()
+        ),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out, err) = hookhouse_cli(&["migrate", "--json", "--config", path], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"database\":\"from_file\""), "{out}");
+    let (_, out, _) = hookhouse_cli(
+        &["migrate", "--json"],
+        &[
+            ("HOOKHOUSE_CONFIG", path),
+            ("HOOKHOUSE_CLICKHOUSE_DATABASE", "from_env"),
+        ],
+    );
+    assert!(out.contains("\"database\":\"from_env\""), "{out}");
+}
+
+#[test]
+fn an_unreachable_clickhouse_is_one_clear_line() {
+    let port = free_port();
+    let (code, _, err) = hookhouse_cli(
+        &["pipeline", "list"],
+        &[(
+            "HOOKHOUSE_CLICKHOUSE_URL",
+            &format!("http://127.0.0.1:{port}"),
+        )],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("ClickHouse at http://127.0.0.1:{port}"))
+            && err.contains("HOOKHOUSE_CLICKHOUSE_URL"),
+        "{err}"
+    );
+}
