@@ -64,6 +64,7 @@ impl Application {
         );
         let wal = Arc::new(wal);
         let shared = wal.shared().clone();
+        let shared_for_gauges = shared.clone();
 
         let (trigger, shutdown) = shutdown::channel();
         let ch = Clickhouse::new(&settings);
@@ -90,6 +91,7 @@ impl Application {
         );
         let writer = tokio::spawn(writer.run(shutdown.clone()));
 
+        tokio::spawn(report_log_state(shared_for_gauges, shutdown.clone()));
         let rate_limiter = KeyRateLimiter::new(settings.rate_limit_per_key).map(Arc::new);
         if let Some(limiter) = rate_limiter.clone() {
             tokio::spawn(forget_idle_keys(limiter, shutdown.clone()));
@@ -192,6 +194,22 @@ fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
             std::fs::rename(&tmp, &path)?;
             crate::wal::segment::sync_dir(data_dir)?;
             Ok(id)
+        }
+    }
+}
+
+/// Keeps the log's gauges fresh, also while the writer waits on ClickHouse.
+async fn report_log_state(shared: Arc<crate::wal::Shared>, mut shutdown: Shutdown) {
+    loop {
+        events::wal::state(
+            shared
+                .bytes_on_disk
+                .load(std::sync::atomic::Ordering::Relaxed),
+            shared.pending_records(),
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.triggered() => return,
         }
     }
 }

@@ -103,6 +103,8 @@ pub struct Shared {
     /// First sequence number of the segment the appender writes to (0: none yet). Every other
     /// segment is sealed and may be deleted once ClickHouse has all of it.
     pub active_segment: AtomicU64,
+    /// The last sequence number ClickHouse has confirmed, as the writer last stored it.
+    pub confirmed: AtomicU64,
     /// Set when an append did not fit the budget; cleared once the log is back under
     /// [`RESUME_AT`] of it, so that the gateway does not flap between 200 and 503.
     full: AtomicBool,
@@ -121,6 +123,13 @@ impl Shared {
 
     pub fn durable(&self) -> watch::Receiver<DurablePos> {
         self.durable.subscribe()
+    }
+
+    /// Records durable in the log but not yet confirmed by ClickHouse (gaps left by failed
+    /// appends count too, so this is an upper bound).
+    pub fn pending_records(&self) -> u64 {
+        let durable = self.durable.borrow().seq;
+        durable.saturating_sub(self.confirmed.load(Ordering::Relaxed))
     }
 }
 
@@ -151,6 +160,7 @@ impl Wal {
             bytes_on_disk: AtomicU64::new(recovery.bytes),
             failing: AtomicBool::new(false),
             active_segment: AtomicU64::new(0),
+            confirmed: AtomicU64::new(recovery.checkpoint.confirmed),
             full: AtomicBool::new(false),
             durable: durable_tx,
         });

@@ -137,7 +137,6 @@ impl Writer {
                     }
                 };
                 batch_bytes += body_bytes(&batch[before..]);
-                self.report_pending(durable);
                 if batch.len() >= self.config.batch_max_rows
                     || batch_bytes >= self.config.batch_max_bytes
                 {
@@ -253,6 +252,9 @@ impl Writer {
         }
         self.checkpoint.confirmed = last.seq;
         self.store_checkpoint(shutdown).await?;
+        self.shared
+            .confirmed
+            .store(last.seq, std::sync::atomic::Ordering::Relaxed);
         let now = AcceptedAt::now().secs();
         events::writer::landed(
             batch
@@ -520,15 +522,6 @@ impl Writer {
             _ = self.clickhouse_back.notified() => Ok(()),
             _ = shutdown.triggered() => Err(Stopped),
         }
-    }
-
-    fn report_pending(&self, durable: DurablePos) {
-        events::wal::state(
-            self.shared
-                .bytes_on_disk
-                .load(std::sync::atomic::Ordering::Relaxed),
-            durable.seq.saturating_sub(self.checkpoint.confirmed),
-        );
     }
 }
 
