@@ -196,16 +196,28 @@ async fn json_logs_carry_the_request_id() {
 #[test]
 fn the_grafana_dashboard_charts_every_series() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana-dashboard.json")).unwrap()).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
     let exprs: String = dashboard["panels"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_string())
+        })
         .collect::<Vec<_>>()
         .join(" ");
     let events = std::fs::read_to_string(root.join("src/events.rs")).unwrap();
-    let series: std::collections::BTreeSet<&str> = events.split('"').filter(|s| s.starts_with("hookhouse_") && !s.contains(' ')).collect();
+    let series: std::collections::BTreeSet<&str> = events
+        .split('"')
+        .filter(|s| s.starts_with("hookhouse_") && !s.contains(' '))
+        .collect();
     assert!(series.len() >= 20, "{series:?}");
     for name in series {
         assert!(exprs.contains(name), "the dashboard does not chart {name}");
