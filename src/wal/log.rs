@@ -179,12 +179,17 @@ impl Wal {
             .name("wal-appender".into())
             .spawn(move || appender.run(rx))?];
         if config.fsync == FsyncMode::Interval {
-            let ticker = tx.clone();
+            // A weak sender: the timer must not keep the appender alive once the log is gone.
+            let ticker = tx.downgrade();
             threads.push(
                 std::thread::Builder::new()
                     .name("wal-sync-timer".into())
                     .spawn(move || {
-                        while ticker.blocking_send(Command::Sync).is_ok() {
+                        while let Some(tx) = ticker.upgrade() {
+                            if tx.blocking_send(Command::Sync).is_err() {
+                                return;
+                            }
+                            drop(tx);
                             std::thread::sleep(SYNC_INTERVAL);
                         }
                     })?,

@@ -187,12 +187,17 @@ impl SegmentCursor {
         if read_to >= limit {
             return Ok(false);
         }
-        let want = (limit - read_to).min(READ_CHUNK as u64) as usize;
-        let old_len = self.buf.len();
         let file = match &mut self.file {
             Some(file) => file,
             None => self.file.insert(File::open(&self.path)?),
         };
+        // Read no further than the file is long: the buffer is zero-filled up to `want`.
+        let end = limit.min(file.metadata()?.len());
+        if read_to >= end {
+            return Ok(false);
+        }
+        let want = (end - read_to).min(READ_CHUNK as u64) as usize;
+        let old_len = self.buf.len();
         file.seek(SeekFrom::Start(read_to))?;
         self.buf.resize(old_len + want, 0);
         let got = read_up_to(file, &mut self.buf[old_len..])?;
@@ -215,17 +220,29 @@ fn read_up_to(file: &mut File, out: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Keeps unreadable bytes in `quarantine/` instead of deleting them, so that an operator can look
-/// at them. Idempotent: a region already kept under the same name is not written again.
+/// at them. The same bytes met again at the same place (a segment read twice across a restart)
+/// are kept once; different bytes under a name already taken (a segment name given out again
+/// after an empty one was removed) get a numbered name of their own.
 pub fn quarantine(dir: &Path, segment: &Path, offset: u64, bytes: &[u8]) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let stem = segment
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("segment");
-    let path = dir.join(format!("{stem}.at-{offset}.bin"));
-    if path.exists() {
-        return Ok(path);
-    }
+    let mut n = 0;
+    let path = loop {
+        let name = match n {
+            0 => format!("{stem}.at-{offset}.bin"),
+            n => format!("{stem}.at-{offset}.{n}.bin"),
+        };
+        let path = dir.join(name);
+        match fs::read(&path) {
+            Ok(kept) if kept == bytes => return Ok(path),
+            Ok(_) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break path,
+            Err(e) => return Err(e),
+        }
+    };
     let tmp = path.with_extension("tmp");
     let mut file = OpenOptions::new()
         .create(true)
@@ -331,12 +348,16 @@ mod tests {
     }
 
     #[test]
-    fn quarantine_keeps_bytes_once() {
+    fn quarantine_keeps_the_same_bytes_once_and_different_bytes_apart() {
         let dir = tempfile::tempdir().unwrap();
         let q = dir.path().join("quarantine");
         let p1 = quarantine(&q, Path::new("/x/0001.wal"), 7, b"abc").unwrap();
         let p2 = quarantine(&q, Path::new("/x/0001.wal"), 7, b"abc").unwrap();
         assert_eq!(p1, p2);
-        assert_eq!(fs::read(p1).unwrap(), b"abc");
+        assert_eq!(fs::read(&p1).unwrap(), b"abc");
+        let p3 = quarantine(&q, Path::new("/x/0001.wal"), 7, b"other").unwrap();
+        assert_ne!(p1, p3);
+        assert_eq!(fs::read(&p3).unwrap(), b"other");
+        assert_eq!(fs::read(&p1).unwrap(), b"abc");
     }
 }
