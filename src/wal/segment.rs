@@ -172,9 +172,12 @@ impl SegmentCursor {
         Step::Damaged { offset, bytes }
     }
 
-    /// Drops consumed bytes from the front of the buffer.
+    /// Drops consumed bytes from the front of the buffer. Moving the unread rest costs its
+    /// length, so this waits until at least half the buffer is consumed: each byte then moves a
+    /// bounded number of times, where compacting after every frame moved up to a whole chunk per
+    /// frame (quadratic in the chunk, the main cost of reading the log back).
     fn compact(&mut self) {
-        if self.pos > 0 {
+        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
             self.buf.drain(..self.pos);
             self.buf_start += self.pos as u64;
             self.pos = 0;
