@@ -163,38 +163,14 @@ write_clickhouse_config() {
     CH_HTTP_PORT=$("${HELPER[@]}" free-port)
     CH_TCP_PORT=$("${HELPER[@]}" free-port)
     CH_URL="http://127.0.0.1:$CH_HTTP_PORT"
-    local d="$WORK/ch"
-    cat >"$d/config.xml" <<EOF
-<yandex>
-  <logger><level>warning</level><log>$d/server.log</log><errorlog>$d/error.log</errorlog><console>0</console></logger>
-  <http_port>$CH_HTTP_PORT</http_port>
-  <tcp_port>$CH_TCP_PORT</tcp_port>
-  <listen_host>127.0.0.1</listen_host>
-  <path>$d/data/</path>
-  <tmp_path>$d/tmp/</tmp_path>
-  <user_files_path>$d/user_files/</user_files_path>
-  <format_schema_path>$d/format_schemas/</format_schema_path>
-  <users_config>$d/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <timezone>UTC</timezone>
-  <mark_cache_size>268435456</mark_cache_size>
-</yandex>
-EOF
-    cat >"$d/users.xml" <<'EOF'
-<yandex>
-  <profiles><default><log_queries>0</log_queries></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-  <quotas><default></default></quotas>
-</yandex>
-EOF
+    "$REPO/scripts/clickhouse-config.sh" "$WORK/ch" "$CH_HTTP_PORT" "$CH_TCP_PORT"
 }
 
 launch_clickhouse() {
     pushd "$WORK/ch" >/dev/null
     spawn CH_PID "$WORK/ch/stdout.log" "$CLICKHOUSE" --config-file="$WORK/ch/config.xml"
     popd >/dev/null
-    "${HELPER[@]}" wait-http "$CH_URL/ping" 60 || fail "ClickHouse did not start; see $WORK/ch/error.log"
+    "${HELPER[@]}" wait-http "$CH_URL/ping" 60 || fail "ClickHouse did not start; see $WORK/ch/log/error.log"
 }
 
 # An outage is abrupt: SIGKILL, as a crash or a pulled cable would be. What ClickHouse confirmed

@@ -99,38 +99,8 @@ fi
 
 ch_answers() { [[ "$(curl -sS --max-time 2 "$ch_url/ping" 2>/dev/null)" == "Ok." ]]; }
 
-xml_escape() { sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g' <<<"$1"; }
-
 write_clickhouse_config() {
-    local d
-    d=$(xml_escape "$CH_DIR")
-    mkdir -p "$CH_DIR/data" "$CH_DIR/tmp" "$CH_DIR/user_files" "$CH_DIR/format_schemas" "$CH_DIR/log"
-    cat >"$CH_DIR/config.xml" <<EOF
-<!-- Written by scripts/run-local.sh on every start; edits are lost. -->
-<yandex>
-  <logger><level>warning</level><log>$d/log/server.log</log><errorlog>$d/log/error.log</errorlog><console>0</console></logger>
-  <http_port>$ch_port</http_port>
-  <tcp_port>$ch_tcp_port</tcp_port>
-  <listen_host>127.0.0.1</listen_host>
-  <path>$d/data/</path>
-  <tmp_path>$d/tmp/</tmp_path>
-  <user_files_path>$d/user_files/</user_files_path>
-  <format_schema_path>$d/format_schemas/</format_schema_path>
-  <users_config>$d/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <timezone>UTC</timezone>
-  <mark_cache_size>268435456</mark_cache_size>
-</yandex>
-EOF
-    cat >"$CH_DIR/users.xml" <<'EOF'
-<!-- Written by scripts/run-local.sh on every start; edits are lost. -->
-<yandex>
-  <profiles><default><log_queries>0</log_queries></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-  <quotas><default></default></quotas>
-</yandex>
-EOF
+    "$ROOT/scripts/clickhouse-config.sh" "$CH_DIR" "$ch_port" "$ch_tcp_port"
 }
 
 clickhouse_binary() {

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -83,46 +82,6 @@ fn start_senders(
             })
         })
         .collect()
-}
-
-/// How many times each request id is in ClickHouse.
-async fn landed(ch: &ClickhouseServer) -> HashMap<String, u64> {
-    let rows = ch
-        .query(
-            "SELECT __kdd_request_id, count() FROM (SELECT __kdd_request_id FROM hookhouse.events \
-             UNION ALL SELECT __kdd_request_id FROM hookhouse.rejected) GROUP BY __kdd_request_id",
-        )
-        .await;
-    rows.lines()
-        .filter_map(|line| {
-            let (id, n) = line.split_once('\t')?;
-            Some((id.to_string(), n.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Waits until every acked id is in ClickHouse (or `within` passes), then checks exactly once.
-async fn verify_exactly_once(
-    ch: &ClickhouseServer,
-    acked: &[String],
-    within: Duration,
-) -> (usize, usize, usize) {
-    let deadline = Instant::now() + within;
-    let mut counts = landed(ch).await;
-    while acked.iter().any(|id| !counts.contains_key(id)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        counts = landed(ch).await;
-    }
-    // Let anything still in flight land, so that a late duplicate would be seen.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    counts = landed(ch).await;
-    let lost = acked
-        .iter()
-        .filter(|id| !counts.contains_key(id.as_str()))
-        .count();
-    let duplicated = counts.values().filter(|n| **n > 1).count();
-    let unacked_landed = counts.len() - (acked.len() - lost);
-    (lost, duplicated, unacked_landed)
 }
 
 fn env_number(name: &str, default: u64) -> u64 {

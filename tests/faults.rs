@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,55 +11,10 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Sums every sample of a Prometheus series in the gateway's `/metrics`.
-async fn metric(port: u16, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn landed_counts(ch: &ClickhouseServer) -> HashMap<String, u64> {
-    ch.query(
-        "SELECT __kdd_request_id, count() FROM (SELECT __kdd_request_id FROM hookhouse.events \
-         UNION ALL SELECT __kdd_request_id FROM hookhouse.rejected) GROUP BY __kdd_request_id",
-    )
-    .await
-    .lines()
-    .filter_map(|l| {
-        let (id, n) = l.split_once('\t')?;
-        Some((id.to_string(), n.parse().ok()?))
-    })
-    .collect()
-}
-
 /// Waits for `expected` ids to land and checks that each is there once and nothing is twice.
 async fn assert_landed_exactly_once(ch: &ClickhouseServer, expected: &[String]) {
-    let ok = eventually(Duration::from_secs(60), || async {
-        let counts = landed_counts(ch).await;
-        expected.iter().all(|id| counts.contains_key(id))
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let counts = landed_counts(ch).await;
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|id| !counts.contains_key(*id))
-        .collect();
-    let twice: Vec<(&String, &u64)> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        ok && missing.is_empty(),
-        "{} of {} missing: {missing:?}",
-        missing.len(),
-        expected.len()
-    );
-    assert!(twice.is_empty(), "landed twice: {twice:?}");
+    let (lost, duplicated, _) = verify_exactly_once(ch, expected, Duration::from_secs(60)).await;
+    assert_eq!((lost, duplicated), (0, 0), "of {} expected", expected.len());
 }
 
 fn segments(data_dir: &Path) -> Vec<PathBuf> {
@@ -169,7 +123,11 @@ async fn a_torn_tail_is_cut_kept_aside_and_counted() {
         "the torn bytes are kept"
     );
     assert_eq!(
-        metric(log.gw.port, "hookhouse_wal_torn_bytes_total").await,
+        metric_value(
+            &scrape(log.gw.port).await,
+            "hookhouse_wal_torn_bytes_total",
+            ""
+        ),
         37.0
     );
     assert!(log.gw.log().contains("torn tail"));
@@ -193,7 +151,13 @@ async fn a_bad_checksum_mid_segment_loses_only_that_record() {
             .any(|q| q.windows(6).any(|w| w == b"Rec-7-")),
         "the damaged frame is kept"
     );
-    assert!(metric(log.gw.port, "hookhouse_wal_damaged_bytes_total").await > 0.0);
+    assert!(
+        metric_value(
+            &scrape(log.gw.port).await,
+            "hookhouse_wal_damaged_bytes_total",
+            ""
+        ) > 0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,7 +257,11 @@ async fn a_clickhouse_outage_under_load_is_absorbed_by_the_log() {
     }
     assert!(
         eventually(Duration::from_secs(10), || async {
-            metric(gw.port, "hookhouse_clickhouse_retries_total").await >= 2.0
+            metric_value(
+                &scrape(gw.port).await,
+                "hookhouse_clickhouse_retries_total",
+                "",
+            ) >= 2.0
         })
         .await
     );

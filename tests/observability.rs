@@ -7,25 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-async fn scrape(port: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The sum of every sample of `name` whose labels contain `labels`.
-fn value(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name) && l[name.len()..].starts_with([' ', '{']) && l.contains(labels)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_expose_every_series_and_move_with_traffic() {
     let mut ch = ClickhouseServer::start();
@@ -68,13 +49,13 @@ async fn metrics_expose_every_series_and_move_with_traffic() {
     post(&client, &gw.url(&wrong), "{}").await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            value(&scrape(gw.port).await, "hookhouse_rows_inserted_total", "") >= 2.0
+            metric_value(&scrape(gw.port).await, "hookhouse_rows_inserted_total", "") >= 2.0
         })
         .await
     );
     assert!(
         eventually(Duration::from_secs(10), || async {
-            value(
+            metric_value(
                 &scrape(gw.port).await,
                 "hookhouse_rows_rejected_total",
                 "reason=\"UNKNOWN_KEY\"",
@@ -108,7 +89,7 @@ async fn metrics_expose_every_series_and_move_with_traffic() {
         ("hookhouse_credentials_reloads_total", "", 1.0),
     ];
     for (series, labels, at_least) in moved {
-        let v = value(&after, series, labels);
+        let v = metric_value(&after, series, labels);
         assert!(
             v >= at_least,
             "{series}{{{labels}}} = {v}, expected >= {at_least}\n{after}"
@@ -138,14 +119,14 @@ async fn metrics_expose_every_series_and_move_with_traffic() {
     );
     let counted = eventually(Duration::from_secs(15), || async {
         let text = scrape(gw.port).await;
-        value(&text, "hookhouse_clickhouse_retries_total", "") >= 1.0
-            && value(
+        metric_value(&text, "hookhouse_clickhouse_retries_total", "") >= 1.0
+            && metric_value(
                 &text,
                 "hookhouse_clickhouse_errors_total",
                 "kind=\"network\"",
             ) >= 1.0
-            && value(&text, "hookhouse_wal_pending_records", "") >= 1.0
-            && value(&text, "hookhouse_wal_bytes", "") > 0.0
+            && metric_value(&text, "hookhouse_wal_pending_records", "") >= 1.0
+            && metric_value(&text, "hookhouse_wal_bytes", "") > 0.0
     })
     .await;
     assert!(counted, "{}", scrape(gw.port).await);

@@ -537,3 +537,63 @@ pub fn hookhouse_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Strin
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// How many times each request id is in ClickHouse, `events` and `rejected` together.
+pub async fn landed_counts(ch: &ClickhouseServer) -> std::collections::HashMap<String, u64> {
+    ch.query(
+        "SELECT __kdd_request_id, count() FROM (SELECT __kdd_request_id FROM hookhouse.events \
+         UNION ALL SELECT __kdd_request_id FROM hookhouse.rejected) GROUP BY __kdd_request_id",
+    )
+    .await
+    .lines()
+    .filter_map(|line| {
+        let (id, n) = line.split_once('\t')?;
+        Some((id.to_string(), n.parse().ok()?))
+    })
+    .collect()
+}
+
+/// The gateway's `/metrics` text.
+pub async fn scrape(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The sum of every sample of the series `name` whose labels contain `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with([' ', '{']) && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until every acked id is in ClickHouse (or `within` passes), then counts: acked ids
+/// missing (lost), ids there more than once (duplicated), ids there that were never acked.
+pub async fn verify_exactly_once(
+    ch: &ClickhouseServer,
+    acked: &[String],
+    within: Duration,
+) -> (usize, usize, usize) {
+    let deadline = Instant::now() + within;
+    let mut counts = landed_counts(ch).await;
+    while acked.iter().any(|id| !counts.contains_key(id)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        counts = landed_counts(ch).await;
+    }
+    // Let anything still in flight land, so that a late duplicate would be seen.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    counts = landed_counts(ch).await;
+    let lost = acked
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .count();
+    let duplicated = counts.values().filter(|n| **n > 1).count();
+    let unacked_landed = counts.len() - (acked.len() - lost);
+    (lost, duplicated, unacked_landed)
+}
