@@ -311,8 +311,24 @@ async fn the_success_answer_has_kondados_shape() {
             "{ts} vs {before}"
         );
     }
+    // Content-Type is not checked (senders get it wrong), and unknown parameters are ignored.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "image/png",
+    ] {
+        let url = gw.url(&format!("{}&utm_source=crm&foo", creds.query()));
+        let response = client
+            .post(url)
+            .header("content-type", content_type)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{content_type}");
+    }
     // Sub-millisecond precision: the answers carry more than three decimals.
-    let stamps: Vec<f64> = stored_timestamps(&ch, 50).await;
+    let stamps: Vec<f64> = stored_timestamps(&ch, 53).await;
     assert!(
         stamps.iter().any(|t| (t * 1000.0).fract().abs() > 1e-6),
         "{stamps:?}"
@@ -470,6 +486,8 @@ async fn a_new_token_works_at_once_and_a_revoked_key_stops_within_10_seconds() {
     let ch = ClickhouseServer::start();
     let first = setup_pipeline(&ch, "first").await;
     let gw = Gateway::start(&ch, |s| s.batch_max_wait_ms = 50).await;
+    // A second gateway on the same ClickHouse: a revocation must reach every one.
+    let other = Gateway::start(&ch, |s| s.batch_max_wait_ms = 50).await;
     let client = reqwest::Client::new();
     // Warm the writer's view of credentials, then create a token right before using it.
     post(&client, &gw.url(&first.query()), "{}").await;
@@ -505,6 +523,14 @@ async fn a_new_token_works_at_once_and_a_revoked_key_stops_within_10_seconds() {
         1,
         "a fresh token is accepted at once"
     );
+    // Both gateways know the key as valid before it is revoked.
+    post(&client, &other.url(&fresh), "{\"warm\":true}").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count(&ch, "events").await == 3
+        })
+        .await
+    );
 
     hookhouse::clickhouse::store::revoke_token(&admin, &key.to_string())
         .await
@@ -512,11 +538,13 @@ async fn a_new_token_works_at_once_and_a_revoked_key_stops_within_10_seconds() {
     let revoked_at = Instant::now();
     let mut sent = Vec::new();
     while revoked_at.elapsed() < Duration::from_secs(11) {
-        let answer = post(&client, &gw.url(&fresh), "{}").await;
-        sent.push((revoked_at.elapsed(), answer.request_id().to_string()));
+        for gateway in [&gw, &other] {
+            let answer = post(&client, &gateway.url(&fresh), "{}").await;
+            sent.push((revoked_at.elapsed(), answer.request_id().to_string()));
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let total = 2 + sent.len() as u64;
+    let total = 3 + sent.len() as u64;
     assert!(
         eventually(Duration::from_secs(10), || async {
             count(&ch, "events").await + count(&ch, "rejected").await == total
