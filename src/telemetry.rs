@@ -25,6 +25,9 @@ pub fn init_logs(format: LogFormat) {
     };
 }
 
+/// How often histogram samples are folded into buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide metrics recorder. Installed once; later calls (tests building several
 /// gateways in one process) share it.
 pub fn metrics() -> PrometheusHandle {
@@ -53,6 +56,17 @@ pub fn metrics() -> PrometheusHandle {
                 .expect("bucket lists are non-empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            // Histogram samples are kept one by one until upkeep folds them into buckets; the
+            // exporter's own `install` would run it, this recorder must. Without it, a gateway
+            // nobody scrapes grows by 8 bytes per landed row (285 MiB draining 10 M requests).
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start the metrics upkeep thread; histograms fold only when scraped");
+            }
             // Fails only if another recorder is installed, which nothing in hookhouse does.
             let _ = metrics::set_global_recorder(recorder);
             handle
