@@ -136,11 +136,6 @@ impl Application {
         self.port
     }
 
-    /// A receiver that turns when shutdown starts (for tests and embedding).
-    pub fn shutdown_signal(&self) -> Shutdown {
-        self.trigger.subscribe()
-    }
-
     /// Serves until `stop` resolves, then shuts down in order within the grace period.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let Application {

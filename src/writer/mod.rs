@@ -21,8 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
 use crate::clickhouse::client::INSERT_TIMEOUT;
 use crate::clickhouse::rows::{EventRow, RejectedRow, RequestIdRow};
 use crate::clickhouse::{migrate, ChError, Clickhouse, Failure};
@@ -71,7 +69,6 @@ pub struct Writer {
     /// Records at or below this may already be in ClickHouse from before this process started.
     check_through: u64,
     credentials: CredentialCache,
-    ready: watch::Sender<bool>,
     /// Notified when ClickHouse answers again: a retry waiting out its backoff goes at once.
     clickhouse_back: Arc<tokio::sync::Notify>,
 }
@@ -84,7 +81,6 @@ impl Writer {
         config: WriterConfig,
         clickhouse_back: Arc<tokio::sync::Notify>,
     ) -> Writer {
-        let (ready, _) = watch::channel(false);
         Writer {
             ch,
             shared,
@@ -93,14 +89,8 @@ impl Writer {
             checkpoint,
             config,
             credentials: CredentialCache::default(),
-            ready,
             clickhouse_back,
         }
-    }
-
-    /// Turns true once migrations are applied and the writer is delivering.
-    pub fn ready(&self) -> watch::Receiver<bool> {
-        self.ready.subscribe()
     }
 
     /// Runs until shutdown, then delivers what it holds and what the log has, stopping when
@@ -109,7 +99,6 @@ impl Writer {
         if self.migrate(&mut shutdown).await.is_err() {
             return;
         }
-        self.ready.send_replace(true);
         let mut durable_rx = self.shared.durable();
         let mut reader = Some(LogReader::new(
             self.shared.clone(),
