@@ -47,6 +47,12 @@ pub struct Settings {
     pub max_connections: usize,
     /// The most ingest requests being read or logged at once; past it, 503 (beyond the contract).
     pub max_inflight_requests: usize,
+    /// The most body bytes all requests in flight hold together; a request that would pass it is
+    /// answered 503 at once (beyond the contract).
+    pub max_inflight_bytes: u64,
+    /// How long ClickHouse may take to acknowledge one batch insert (beyond the contract). An
+    /// insert that outlives it is not sent again until ClickHouse says it has stopped.
+    pub clickhouse_insert_timeout_secs: u64,
     pub log_format: LogFormat,
 }
 
@@ -72,6 +78,8 @@ impl Default for Settings {
             credentials_refresh_ms: 2000,
             max_connections: 10_000,
             max_inflight_requests: 4096,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            clickhouse_insert_timeout_secs: 120,
             log_format: LogFormat::Text,
         }
     }
@@ -114,6 +122,8 @@ const FIELDS: &[&str] = &[
     "credentials_refresh_ms",
     "max_connections",
     "max_inflight_requests",
+    "max_inflight_bytes",
+    "clickhouse_insert_timeout_secs",
     "log_format",
 ];
 
@@ -202,6 +212,11 @@ impl Settings {
             ("credentials_refresh_ms", self.credentials_refresh_ms),
             ("max_connections", self.max_connections as u64),
             ("max_inflight_requests", self.max_inflight_requests as u64),
+            ("max_inflight_bytes", self.max_inflight_bytes),
+            (
+                "clickhouse_insert_timeout_secs",
+                self.clickhouse_insert_timeout_secs,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -213,6 +228,21 @@ impl Settings {
             return Err(ConfigError::new(
                 "max_body_bytes",
                 format!("must be at most {max_body}"),
+            ));
+        }
+        if self.max_inflight_bytes < self.max_body_bytes {
+            return Err(ConfigError::new(
+                "max_inflight_bytes",
+                format!(
+                    "must be at least HOOKHOUSE_MAX_BODY_BYTES ({}), or a body of the largest size could never be accepted",
+                    self.max_body_bytes
+                ),
+            ));
+        }
+        if self.max_inflight_bytes > tokio::sync::Semaphore::MAX_PERMITS as u64 {
+            return Err(ConfigError::new(
+                "max_inflight_bytes",
+                format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
             ));
         }
         if self.credentials_refresh_ms > 5000 {
@@ -243,6 +273,10 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn clickhouse_insert_timeout(&self) -> Duration {
+        Duration::from_secs(self.clickhouse_insert_timeout_secs)
     }
 
     pub fn credentials_refresh(&self) -> Duration {

@@ -4,7 +4,8 @@
 //! series that count it, so the two can never disagree and call sites stay one line. The series
 //! names are listed in the README's Operations section.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
@@ -74,6 +75,18 @@ pub fn describe() {
             "hookhouse_credentials_reloads_total",
             "Reloads of pipelines and tokens from ClickHouse.",
         ),
+        (
+            "hookhouse_presence_checked_rows_total",
+            "Rows looked up in ClickHouse before sending, because an earlier insert may have landed them.",
+        ),
+        (
+            "hookhouse_rows_undeliverable_total",
+            "Rows neither `events` nor `rejected` takes, kept in undeliverable/.",
+        ),
+        (
+            "hookhouse_writer_deaths_total",
+            "Times the batch writer panicked and was started again.",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, help);
@@ -91,6 +104,9 @@ pub fn describe() {
         "hookhouse_rows_already_present_total",
         "hookhouse_clickhouse_retries_total",
         "hookhouse_credentials_reloads_total",
+        "hookhouse_presence_checked_rows_total",
+        "hookhouse_rows_undeliverable_total",
+        "hookhouse_writer_deaths_total",
     ] {
         counter!(name).increment(0);
     }
@@ -129,6 +145,20 @@ pub fn describe() {
     }
 }
 
+/// True at most once per `every` for one `last` marker: for log lines that a flood or a
+/// polling loop could otherwise repeat without end.
+fn now_and_then(last: &AtomicU64, every: Duration) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let before = last.load(Ordering::Relaxed);
+    now.saturating_sub(before) >= every.as_millis() as u64
+        && last
+            .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// The edge: answers and bytes.
 pub mod http {
     use super::*;
@@ -144,6 +174,13 @@ pub mod http {
     pub fn rate_limited(key: &str) {
         tracing::debug!(key, "request over the per-key rate limit");
         counter!("hookhouse_rate_limited_total").increment(1);
+    }
+
+    /// A body refused because the bytes held by requests in flight reached their budget.
+    pub fn inflight_bytes_exhausted() {
+        tracing::debug!(
+            "request refused: the body bytes in flight are at HOOKHOUSE_MAX_INFLIGHT_BYTES"
+        );
     }
 
     pub fn accepted(request_id: &str, pipeline_id: u64, bytes: usize) {
@@ -173,6 +210,16 @@ pub mod wal {
             confirmed,
             pending = last_seq.saturating_sub(confirmed),
             "write-ahead log opened"
+        );
+    }
+
+    /// The checkpoint was missing (`damaged` false) or unreadable, and bounds were taken from the log.
+    pub fn checkpoint_derived(damaged: bool, checkpoint: crate::wal::Checkpoint) {
+        tracing::warn!(
+            damaged,
+            confirmed = checkpoint.confirmed,
+            check_through = checkpoint.attempted,
+            "the checkpoint was missing or unreadable; bounds taken from the log: every record in it is checked against ClickHouse before it is sent"
         );
     }
 
@@ -260,6 +307,51 @@ pub mod writer {
         if retry_in.is_some() {
             counter!("hookhouse_clickhouse_retries_total").increment(1);
         }
+    }
+
+    pub fn disk_failed(what: &'static str, error: &dyn std::fmt::Display, retry_in: Duration) {
+        tracing::error!(what, %error, retry_in_ms = retry_in.as_millis() as u64, "the writer's disk failed; will retry");
+    }
+
+    /// Every row fails because `events` or `rejected` changed under the gateway.
+    pub fn tables_changed(drift: &str, error: &dyn std::fmt::Display) {
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        if now_and_then(&LAST, Duration::from_secs(10)) {
+            tracing::error!(%drift, %error, "ClickHouse refuses every row because its tables changed; nothing is rejected for it: the rows wait in the log until the tables take them again");
+        }
+    }
+
+    pub fn presence_checked(rows: usize) {
+        counter!("hookhouse_presence_checked_rows_total").increment(rows as u64);
+    }
+
+    pub fn waiting_for_own_inserts(running: u64) {
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        if now_and_then(&LAST, Duration::from_secs(10)) {
+            tracing::warn!(running, "waiting for this gateway's earlier inserts to finish in ClickHouse before checking what landed");
+        }
+    }
+
+    pub fn stopping_own_inserts(running: u64) {
+        tracing::warn!(running, "this gateway's earlier inserts ran well past their timeout; asking ClickHouse to stop them (KILL QUERY) before checking what landed");
+    }
+
+    pub fn set_aside(request_id: &str) {
+        tracing::error!(
+            request_id,
+            "ClickHouse refuses this row even in `rejected`; kept in undeliverable/"
+        );
+        counter!("hookhouse_rows_undeliverable_total").increment(1);
+    }
+
+    pub fn died(panic: &str, deaths: u32, restart_in: Duration) {
+        tracing::error!(
+            panic,
+            deaths,
+            restart_in_ms = restart_in.as_millis() as u64,
+            "the batch writer died; starting a new one from the checkpoint"
+        );
+        counter!("hookhouse_writer_deaths_total").increment(1);
     }
 
     pub fn duplicates_skipped(count: usize) {

@@ -14,11 +14,15 @@ use anyhow::Context;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::clickhouse::Clickhouse;
+use crate::clickhouse::{Clickhouse, Delivery};
 use crate::config::Settings;
+use crate::credentials::SharedCredentials;
 use crate::http::{self, AppState, Health, KeyRateLimiter};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::wal::{Wal, WalConfig};
+use crate::wal::checkpoint::Stored;
+use crate::wal::{Checkpoint, CheckpointFile, DataDirLock, Wal, WalConfig};
+use crate::writer::retry::Retry;
+use crate::writer::supervisor::{self, WriterHealth};
 use crate::writer::{Writer, WriterConfig};
 use crate::{events, telemetry};
 
@@ -34,6 +38,8 @@ pub struct Application {
     writer: JoinHandle<()>,
     trigger: ShutdownTrigger,
     grace: Duration,
+    /// Held until the gateway is gone: one data folder, one gateway.
+    _lock: DataDirLock,
 }
 
 impl Application {
@@ -44,6 +50,7 @@ impl Application {
         let data_dir = settings.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+        let lock = DataDirLock::acquire(&data_dir)?;
         let instance_id = instance_id(&data_dir)?;
         let wal_config = WalConfig {
             dir: data_dir.clone(),
@@ -68,28 +75,72 @@ impl Application {
 
         let (trigger, shutdown) = shutdown::channel();
         let ch = Clickhouse::new(&settings);
-        let health = Arc::new(Health::new(shared.clone()));
+        // Longer than any one step of the writer may take without a sign of life.
+        let stall_after = settings.clickhouse_insert_timeout() * 2 + Duration::from_secs(60);
+        let writer_health = Arc::new(WriterHealth::new(stall_after));
+        let health = Arc::new(Health::new(shared.clone(), writer_health.clone()));
         tokio::spawn(
             health
                 .clone()
                 .watch_clickhouse(ch.clone(), shutdown.clone()),
         );
 
-        let writer = Writer::new(
-            ch,
-            shared,
-            recovery.checkpoint,
-            WriterConfig {
-                batch_max_rows: settings.batch_max_rows as usize,
-                batch_max_bytes: settings.batch_max_bytes as usize,
-                batch_max_wait: settings.batch_max_wait(),
-                credentials_refresh: settings.credentials_refresh(),
-                instance_id,
-                data_dir: settings.data_dir.clone(),
-            },
-            health.clickhouse_back(),
-        );
-        let writer = tokio::spawn(writer.run(shutdown.clone()));
+        let credentials = Arc::new(SharedCredentials::default());
+        let writer_config = WriterConfig {
+            batch_max_rows: settings.batch_max_rows as usize,
+            batch_max_bytes: settings.batch_max_bytes as usize,
+            batch_max_wait: settings.batch_max_wait(),
+            credentials_refresh: settings.credentials_refresh(),
+            insert_timeout: settings.clickhouse_insert_timeout(),
+            data_dir: settings.data_dir.clone(),
+        };
+        let delivery = Delivery::new(ch, instance_id);
+        let mut first_checkpoint = Some(recovery.checkpoint);
+        let start_writer = {
+            let (shared, credentials, health, writer_health, shutdown) = (
+                shared,
+                credentials.clone(),
+                health.clone(),
+                writer_health.clone(),
+                shutdown.clone(),
+            );
+            move || {
+                // A writer started again after a panic goes on from the checkpoint it stored.
+                let checkpoint = first_checkpoint
+                    .take()
+                    .or_else(
+                        || match CheckpointFile::new(&writer_config.data_dir).load() {
+                            Ok(Stored::Found(checkpoint)) => Some(checkpoint),
+                            _ => None,
+                        },
+                    )
+                    // Unreadable now: check everything it may have sent.
+                    .unwrap_or(Checkpoint {
+                        confirmed: recovery.checkpoint.confirmed,
+                        attempted: u64::MAX,
+                    });
+                let retry = Retry::new(
+                    shutdown.clone(),
+                    health.clickhouse_back(),
+                    writer_health.clone(),
+                );
+                Writer::new(
+                    delivery.clone(),
+                    shared.clone(),
+                    checkpoint,
+                    credentials.clone(),
+                    &writer_config,
+                    retry,
+                    writer_health.clone(),
+                )
+                .run()
+            }
+        };
+        let writer = tokio::spawn(supervisor::supervise(
+            writer_health,
+            shutdown.clone(),
+            start_writer,
+        ));
 
         tokio::spawn(report_log_state(shared_for_gauges, shutdown.clone()));
         let rate_limiter = KeyRateLimiter::new(settings.rate_limit_per_key).map(Arc::new);
@@ -102,6 +153,8 @@ impl Application {
             body_timeout: settings.body_timeout(),
             rate_limiter,
             inflight: Arc::new(Semaphore::new(settings.max_inflight_requests)),
+            inflight_bytes: Arc::new(Semaphore::new(settings.max_inflight_bytes as usize)),
+            credentials,
             health: health.clone(),
             metrics,
         });
@@ -129,6 +182,7 @@ impl Application {
             writer,
             trigger,
             grace: settings.shutdown_grace(),
+            _lock: lock,
         })
     }
 
@@ -146,6 +200,7 @@ impl Application {
             writer,
             trigger,
             grace,
+            _lock: lock,
             ..
         } = self;
         let server = tokio::spawn(server);
@@ -166,10 +221,20 @@ impl Application {
         tokio::task::spawn_blocking(move || wal.close()).await?;
         trigger.trigger();
         let left = grace.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, writer).await {
-            Ok(_) => tracing::info!("writer finished; the rest of the log, if any, lands at the next start"),
-            Err(_) => tracing::warn!("writer did not finish within the grace period; what it held stays in the log and lands at the next start"),
+        let mut writer = writer;
+        match tokio::time::timeout(left, &mut writer).await {
+            Ok(_) => tracing::info!(
+                "writer finished; the rest of the log, if any, lands at the next start"
+            ),
+            Err(_) => {
+                // Stopped like a crash would stop it: the next start checks what it attempted.
+                writer.abort();
+                let _ = writer.await;
+                tracing::warn!("writer did not finish within the grace period; what it held stays in the log and lands at the next start")
+            }
         }
+        // Only now may another gateway open this data folder.
+        drop(lock);
         Ok(())
     }
 }

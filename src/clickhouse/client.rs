@@ -1,19 +1,33 @@
 //! The ClickHouse client and the one place that tells passing failures from permanent ones.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::sql;
 use crate::config::Settings;
 
 /// How long a statement other than a batch insert may take.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long ClickHouse may take to acknowledge a batch insert.
-pub const INSERT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A ClickHouse client bound to hookhouse's database.
 #[derive(Clone)]
 pub struct Clickhouse {
     client: clickhouse::Client,
     db: String,
+    /// What the server it talks to knows, asked once and asked again after a connection failed
+    /// (the server may have been upgraded meanwhile).
+    features: Arc<Mutex<Option<ServerFeatures>>>,
+}
+
+/// What hookhouse must know about a server to insert synchronously on every version (CONTRACT §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerFeatures {
+    /// The server knows `async_insert` (from 21.11; on by default from 26.2). hookhouse then sends
+    /// `async_insert=0`: an asynchronous insert is acknowledged before its rows are visible and
+    /// shares a block with other clients' rows, which would blind the writer's presence check.
+    /// A server that does not know the setting refuses it (18.16: `Code: 115`), so it is sent
+    /// only where known.
+    pub async_insert: bool,
 }
 
 /// Whether trying again can help.
@@ -39,10 +53,13 @@ impl From<tokio::time::error::Elapsed> for ChError {
 ///
 /// Everything else is treated as passing: wrongly retrying costs time, wrongly giving up would
 /// move good rows to `rejected`. Codes from ClickHouse's ErrorCodes.cpp, stable across releases.
+///
+/// Not here, though they sound final: CANNOT_PARSE_INPUT_ASSERTION_FAILED (27) and
+/// CANNOT_READ_ALL_DATA (33). hookhouse's RowBinary is always whole and well-formed, so these
+/// mean the stream was cut on its way or the table no longer has the types hookhouse writes:
+/// every row would fail alike, and none of them is at fault.
 const PERMANENT_CODES: &[u32] = &[
     6,   // CANNOT_PARSE_TEXT
-    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    33,  // CANNOT_READ_ALL_DATA
     38,  // CANNOT_PARSE_DATE
     41,  // CANNOT_PARSE_DATETIME
     53,  // TYPE_MISMATCH
@@ -107,6 +124,7 @@ impl Clickhouse {
         Clickhouse {
             client,
             db: settings.clickhouse_database.clone(),
+            features: Arc::default(),
         }
     }
 
@@ -119,8 +137,61 @@ impl Clickhouse {
         format!("`{}`.`{}`", self.db, name)
     }
 
-    pub fn inner(&self) -> &clickhouse::Client {
-        &self.client
+    /// What the server knows, asked once (see [`ServerFeatures`]).
+    pub async fn features(&self) -> Result<ServerFeatures, ChError> {
+        if let Some(known) = *self.features.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(known);
+        }
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Name {
+            name: String,
+        }
+        let names: Vec<Name> = self.fetch_all(sql::SERVER_FEATURES).await?;
+        let features = ServerFeatures {
+            async_insert: names.iter().any(|n| n.name == "async_insert"),
+        };
+        *self.features.lock().unwrap_or_else(|e| e.into_inner()) = Some(features);
+        Ok(features)
+    }
+
+    /// Forgets what the server knows, so that it is asked again: called after a connection
+    /// failed, because the server behind the URL may have been replaced by a newer one.
+    pub fn forget_features(&self) {
+        *self.features.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Starts a synchronous RowBinary insert of `T` rows into `table` (quoted, from
+    /// [`Clickhouse::table`]), named `query_id` when given, acknowledged within `timeout`.
+    pub async fn insert<T: clickhouse::Row>(
+        &self,
+        table: &str,
+        query_id: Option<String>,
+        timeout: Duration,
+    ) -> Result<clickhouse::insert::Insert<T>, ChError> {
+        let features = self.features().await?;
+        let mut insert = self
+            .client
+            .insert_unescaped::<T>(table)
+            .await?
+            .with_timeouts(Some(timeout), Some(timeout));
+        if features.async_insert {
+            insert = insert.with_setting("async_insert", "0");
+        }
+        if let Some(query_id) = query_id {
+            insert = insert.with_setting("query_id", query_id);
+        }
+        Ok(insert)
+    }
+
+    /// Inserts one row, synchronously: what the operator's commands write.
+    pub async fn insert_one<T>(&self, table: &str, row: &T) -> Result<(), ChError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        let mut insert = self.insert::<T>(table, None, QUERY_TIMEOUT).await?;
+        insert.write(row).await?;
+        insert.end().await?;
+        Ok(())
     }
 
     /// Runs a statement, time-boxed.

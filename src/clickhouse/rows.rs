@@ -53,3 +53,72 @@ pub struct TokenRow {
 pub struct RequestIdRow {
     pub __kdd_request_id: String,
 }
+
+/// One record of a batch on its way to `events` (no reason) or `rejected` (with its reason):
+/// what the writer's steps pass to ClickHouse, borrowing the body from the log record.
+#[derive(Debug, Clone)]
+pub struct Landing<'a> {
+    pub pipeline_id: u64,
+    pub request_id: &'a str,
+    pub accepted_at: f64,
+    pub key: String,
+    pub body: &'a str,
+    pub received_at: u32,
+    pub reason: Option<&'static str>,
+}
+
+impl<'a> Landing<'a> {
+    pub fn event_row(&self) -> EventRow<'_> {
+        EventRow {
+            pipeline_id: self.pipeline_id,
+            __kdd_request_id: self.request_id,
+            __kdd_request_unix_timestamp: self.accepted_at,
+            __kdd_requester_key: &self.key,
+            __kdd_request_body: self.body,
+            received_at: self.received_at,
+        }
+    }
+
+    pub fn rejected_row(&self, reason: &'static str) -> RejectedRow<'_> {
+        RejectedRow {
+            pipeline_id: self.pipeline_id,
+            __kdd_request_id: self.request_id,
+            __kdd_request_unix_timestamp: self.accepted_at,
+            __kdd_requester_key: &self.key,
+            __kdd_request_body: self.body,
+            reason,
+            received_at: self.received_at,
+        }
+    }
+}
+
+/// The columns the writer writes, with the types it writes them as: a table whose columns no
+/// longer take these (changed under a running gateway) refuses every row, which is not the
+/// rows' fault.
+pub const EVENT_COLUMNS: &[(&str, &str)] = &[
+    ("pipeline_id", "UInt64"),
+    ("__kdd_request_id", "String"),
+    ("__kdd_request_unix_timestamp", "Float64"),
+    ("__kdd_requester_key", "String"),
+    ("__kdd_request_body", "String"),
+    ("received_at", "DateTime"),
+];
+
+/// [`EVENT_COLUMNS`] and `reason`.
+pub const REJECTED_COLUMNS: &[(&str, &str)] = &[
+    ("pipeline_id", "UInt64"),
+    ("__kdd_request_id", "String"),
+    ("__kdd_request_unix_timestamp", "Float64"),
+    ("__kdd_requester_key", "String"),
+    ("__kdd_request_body", "String"),
+    ("reason", "String"),
+    ("received_at", "DateTime"),
+];
+
+/// A column of `system.columns`.
+#[derive(Debug, Row, Deserialize)]
+pub struct ColumnRow {
+    pub table: String,
+    pub name: String,
+    pub r#type: String,
+}

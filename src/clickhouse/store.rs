@@ -95,23 +95,11 @@ async fn find_token(ch: &Clickhouse, key: &Key) -> Result<TokenRow, StoreError> 
 }
 
 async fn insert_pipeline(ch: &Clickhouse, row: &PipelineRow) -> Result<(), StoreError> {
-    let mut insert = ch
-        .inner()
-        .insert_unescaped::<PipelineRow>(&ch.table("pipelines"))
-        .await?;
-    insert.write(row).await?;
-    insert.end().await?;
-    Ok(())
+    Ok(ch.insert_one(&ch.table("pipelines"), row).await?)
 }
 
 async fn insert_token(ch: &Clickhouse, row: &TokenRow) -> Result<(), StoreError> {
-    let mut insert = ch
-        .inner()
-        .insert_unescaped::<TokenRow>(&ch.table("tokens"))
-        .await?;
-    insert.write(row).await?;
-    insert.end().await?;
-    Ok(())
+    Ok(ch.insert_one(&ch.table("tokens"), row).await?)
 }
 
 /// Creates a pipeline with the next free id and its `pipeline_<id>` view.

@@ -4,12 +4,11 @@
 //! parameters; then the body, read with a size cap and a deadline; and only a request that passed
 //! every check is appended to the log. The 200 is sent after the log says the record is durable.
 
-use std::time::Duration;
-
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{self, Refusal};
 use super::AppState;
@@ -55,16 +54,18 @@ async fn accept(
         return Err(Refusal::PayloadTooLarge);
     }
     let credentials = parse_query(req.query_string()).map_err(Refusal::Params)?;
+    let token_hash = credentials.token.hash();
     if let Some(limiter) = &state.rate_limiter {
-        limiter.check(&credentials.key)?;
+        let verdict = state.credentials.verdict(&credentials.key, &token_hash);
+        limiter.check(&credentials.key, verdict)?;
     }
-    // Held until the log has answered: bounds the memory held by requests in flight.
+    // Held until the log has answered: bound the requests, and the body bytes, in flight.
     let _permit = state
         .inflight
         .clone()
         .try_acquire_owned()
         .map_err(|_| unavailable)?;
-    let body = read_body(payload, declared, state.max_body_bytes, state.body_timeout).await?;
+    let (body, _bytes_permit) = read_body(payload, state).await?;
     events::http::body_received(body.len());
     check_body(&body).map_err(Refusal::Body)?;
     let record = NewRecord {
@@ -72,7 +73,7 @@ async fn accept(
         request_id: RequestId::generate(),
         pipeline_id: credentials.pipeline_id,
         key: credentials.key,
-        token_hash: credentials.token.hash(),
+        token_hash,
         body,
     };
     let (request_id, accepted_at, body_len) =
@@ -103,26 +104,45 @@ fn declared_length(req: &HttpRequest) -> Option<u64> {
         .ok()
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit` bytes or `deadline` passes.
+/// Reads the whole body, refusing it as soon as it passes `max_body_bytes` or the body timeout
+/// passes, or as soon as it would take the bytes held by all requests in flight past their
+/// budget (503 at once: memory stays bounded however many senders upload at the same time).
+///
+/// Memory is taken as bytes arrive, never from the declared `Content-Length`: a sender that
+/// declares 10 MiB and sends nothing holds nothing.
 async fn read_body(
     payload: &mut web::Payload,
-    declared: Option<u64>,
-    limit: usize,
-    deadline: Duration,
-) -> Result<Bytes, Refusal> {
+    state: &AppState,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Refusal> {
+    let limit = state.max_body_bytes;
     let read = async {
-        let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+        let mut body = BytesMut::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
         while let Some(chunk) = payload.next().await {
             // A broken or truncated stream: the body as sent is not a JSON text we have.
             let chunk = chunk.map_err(|_| Refusal::Body(crate::ingest::BodyError::Invalid))?;
             if body.len() + chunk.len() > limit {
                 return Err(Refusal::PayloadTooLarge);
             }
+            let more = state
+                .inflight_bytes
+                .clone()
+                .try_acquire_many_owned(chunk.len() as u32)
+                .map_err(|_| {
+                    events::http::inflight_bytes_exhausted();
+                    Refusal::Unavailable {
+                        retry_after_secs: RETRY_AFTER_SECS,
+                    }
+                })?;
+            match &mut held {
+                Some(permit) => permit.merge(more),
+                None => held = Some(more),
+            }
             body.extend_from_slice(&chunk);
         }
-        Ok(body.freeze())
+        Ok((body.freeze(), held))
     };
-    tokio::time::timeout(deadline, read)
+    tokio::time::timeout(state.body_timeout, read)
         .await
         .map_err(|_| Refusal::BodyTimeout)?
 }

@@ -12,6 +12,7 @@ use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 
+use crate::credentials::SharedCredentials;
 use crate::wal::Wal;
 pub use limits::KeyRateLimiter;
 pub use probes::Health;
@@ -23,6 +24,10 @@ pub struct AppState {
     pub body_timeout: Duration,
     pub rate_limiter: Option<Arc<KeyRateLimiter>>,
     pub inflight: Arc<Semaphore>,
+    /// One permit per body byte held by requests in flight (`HOOKHOUSE_MAX_INFLIGHT_BYTES`).
+    pub inflight_bytes: Arc<Semaphore>,
+    /// The credential view the writer keeps, read here only to rate-limit fairly.
+    pub credentials: Arc<SharedCredentials>,
     pub health: Arc<Health>,
     pub metrics: PrometheusHandle,
 }

@@ -1,8 +1,13 @@
-//! Liveness, readiness and metrics for the people who run the gateway.
+//! Liveness, readiness and metrics for the people who run the gateway (CONTRACT §6).
 //!
-//! `/healthz` answers 200 while the process serves. `/readyz` answers from state kept fresh in
-//! the background (a time-boxed ClickHouse ping every second), so a probe never waits on
-//! ClickHouse itself.
+//! `/healthz` (liveness) answers 200 while the process serves and its batch writer is alive and
+//! moving or waiting for work, 503 when the writer died or stalled: restarting the process is
+//! then the cure, and the log keeps everything. `/readyz` (readiness) answers 200 while the
+//! gateway can accept durably: the log is writable and under its budget, and it is not shutting
+//! down. ClickHouse being down does not fail readiness: buffering through an outage is what the
+//! log is for, and a load balancer that drained every gateway during an outage would turn it
+//! into lost webhooks. Both report every check, from state kept fresh in the background (a
+//! time-boxed ClickHouse ping every second), so a probe never waits on ClickHouse itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +22,7 @@ use super::AppState;
 use crate::clickhouse::Clickhouse;
 use crate::shutdown::Shutdown;
 use crate::wal;
+use crate::writer::supervisor::WriterHealth;
 
 const PING_EVERY: Duration = Duration::from_secs(1);
 const PING_WITHIN: Duration = Duration::from_secs(1);
@@ -29,15 +35,17 @@ pub struct Health {
     clickhouse_back: Arc<Notify>,
     shutting_down: AtomicBool,
     wal: Arc<wal::Shared>,
+    pub writer: Arc<WriterHealth>,
 }
 
 impl Health {
-    pub fn new(wal: Arc<wal::Shared>) -> Health {
+    pub fn new(wal: Arc<wal::Shared>, writer: Arc<WriterHealth>) -> Health {
         Health {
             clickhouse: Mutex::new(Err("not checked yet".into())),
             clickhouse_back: Arc::new(Notify::new()),
             shutting_down: AtomicBool::new(false),
             wal,
+            writer,
         }
     }
 
@@ -63,7 +71,7 @@ impl Health {
     }
 
     /// Each check's verdict: `None` when it passes, or why it fails.
-    pub fn checks(&self) -> [(&'static str, Option<String>); 3] {
+    pub fn checks(&self) -> [(&'static str, Option<String>); 4] {
         let clickhouse = self
             .clickhouse
             .lock()
@@ -79,9 +87,10 @@ impl Health {
         };
         let shutdown = self.is_shutting_down().then(|| "shutting down".to_string());
         [
-            ("clickhouse", clickhouse),
             ("log", log),
             ("shutdown", shutdown),
+            ("clickhouse", clickhouse),
+            ("writer", self.writer.problem()),
         ]
     }
 
@@ -101,15 +110,26 @@ impl Health {
     }
 }
 
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// Liveness: fails only on the writer.
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    answer(&state.health.checks(), &["writer"], "ok")
 }
 
+/// Readiness: fails on the log and on shutting down, never on ClickHouse.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let checks = state.health.checks();
+    answer(&state.health.checks(), &["log", "shutdown"], "ready")
+}
+
+/// 200 with `status` when none of `deciding` fails, else 503 naming those that do; the body
+/// reports every check either way.
+fn answer(
+    checks: &[(&'static str, Option<String>)],
+    deciding: &[&str],
+    status: &str,
+) -> HttpResponse {
     let failing: Vec<&str> = checks
         .iter()
-        .filter(|(_, f)| f.is_some())
+        .filter(|(name, f)| f.is_some() && deciding.contains(name))
         .map(|(name, _)| *name)
         .collect();
     let detail: serde_json::Map<String, serde_json::Value> = checks
@@ -117,7 +137,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .map(|(name, f)| (name.to_string(), json!(f.as_deref().unwrap_or("ok"))))
         .collect();
     if failing.is_empty() {
-        HttpResponse::Ok().json(json!({"status": "ready", "checks": detail}))
+        HttpResponse::Ok().json(json!({"status": status, "checks": detail}))
     } else {
         HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "failing": failing, "checks": detail}))

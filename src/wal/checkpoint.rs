@@ -45,81 +45,75 @@ impl CheckpointFile {
         }
     }
 
-    /// Reads the checkpoint, creating the file (both slots) if there is none. An unreadable file
-    /// is logged and read as "nothing confirmed, anything may have been attempted": every record
-    /// is then checked against ClickHouse before it is inserted, which is slow but loses and
-    /// duplicates nothing.
-    pub fn load(&self) -> io::Result<Checkpoint> {
+    /// Reads the stored checkpoint. Writes nothing: what to do about a missing or damaged file
+    /// is for the caller, who can see the log (see `Wal::open`).
+    pub fn load(&self) -> io::Result<Stored> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let existed = self.path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)?;
-        if !existed || file.metadata()?.len() < (2 * SLOT) as u64 {
-            let fresh = Checkpoint {
-                confirmed: 0,
-                attempted: 0,
-            };
-            let len = file.metadata()?.len();
-            if existed && len > 0 {
-                tracing::error!(path = %self.path.display(), len, "checkpoint file is damaged; every logged record will be checked against ClickHouse before it is inserted");
-                let damaged = Checkpoint {
-                    confirmed: 0,
-                    attempted: u64::MAX,
-                };
-                write_slots(&file, damaged)?;
-                *state = Some((file, 1));
-                return Ok(damaged);
-            }
-            write_slots(&file, fresh)?;
-            if let Some(dir) = self.path.parent() {
-                sync_dir(dir)?;
-            }
-            *state = Some((file, 1));
-            return Ok(fresh);
-        }
-        let mut buf = [0u8; 2 * SLOT];
-        file.read_exact_at(&mut buf, 0)?;
-        let best = [decode(&buf[..SLOT]), decode(&buf[SLOT..])]
-            .into_iter()
-            .flatten()
-            .max_by_key(|(counter, _)| *counter);
-        match best {
+        let file = match OpenOptions::new().read(true).write(true).open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stored::Missing),
+            Err(e) => return Err(e),
+        };
+        match newest_slot(&file)? {
             Some((counter, checkpoint)) => {
                 *state = Some((file, counter));
-                Ok(checkpoint)
+                Ok(Stored::Found(checkpoint))
             }
-            None => {
-                tracing::error!(path = %self.path.display(), "checkpoint file is damaged; every logged record will be checked against ClickHouse before it is inserted");
-                let damaged = Checkpoint {
-                    confirmed: 0,
-                    attempted: u64::MAX,
-                };
-                write_slots(&file, damaged)?;
-                *state = Some((file, 1));
-                Ok(damaged)
-            }
+            None => Ok(Stored::Damaged),
         }
     }
 
-    /// Writes `checkpoint` over the older slot and fsyncs it.
+    /// Writes `checkpoint` over the older slot and fsyncs it, creating the file if need be.
     pub fn store(&self, checkpoint: Checkpoint) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.is_none() {
-            drop(state);
-            self.load()?;
-            state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let existed = self.path.exists();
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)?;
+            let counter = newest_slot(&file)?.map_or(0, |(counter, _)| counter);
+            if !existed || file.metadata()?.len() < (2 * SLOT) as u64 {
+                // Both slots, so that the file never shrinks below them again.
+                write_slots(&file, checkpoint)?;
+                if let Some(dir) = self.path.parent() {
+                    sync_dir(dir)?;
+                }
+                *state = Some((file, 1));
+                return Ok(());
+            }
+            *state = Some((file, counter));
         }
-        let (file, counter) = state.as_mut().expect("loaded above");
+        let (file, counter) = state.as_mut().expect("opened above");
         let next = *counter + 1;
         file.write_all_at(&encode(next, checkpoint), slot_offset(next))?;
         file.sync_data()?;
         *counter = next;
         Ok(())
     }
+}
+
+/// What the checkpoint file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// No file: a new data folder, or one whose checkpoint was lost.
+    Missing,
+    Found(Checkpoint),
+    /// Neither slot is readable.
+    Damaged,
+}
+
+/// The valid slot with the higher counter, if any.
+fn newest_slot(file: &File) -> io::Result<Option<(u64, Checkpoint)>> {
+    let mut buf = [0u8; 2 * SLOT];
+    let len = file.metadata()?.len().min(buf.len() as u64) as usize;
+    file.read_exact_at(&mut buf[..len], 0)?;
+    Ok([decode(&buf[..SLOT]), decode(&buf[SLOT..])]
+        .into_iter()
+        .flatten()
+        .max_by_key(|(counter, _)| *counter))
 }
 
 fn slot_offset(counter: u64) -> u64 {
@@ -170,20 +164,17 @@ mod tests {
     fn stores_and_loads() {
         let dir = tempfile::tempdir().unwrap();
         let file = CheckpointFile::new(dir.path());
-        assert_eq!(
-            file.load().unwrap(),
-            Checkpoint {
-                confirmed: 0,
-                attempted: 0
-            }
-        );
+        assert_eq!(file.load().unwrap(), Stored::Missing);
         for n in 1..5 {
             let c = Checkpoint {
                 confirmed: 10 * n,
                 attempted: 10 * n + 5,
             };
             file.store(c).unwrap();
-            assert_eq!(CheckpointFile::new(dir.path()).load().unwrap(), c);
+            assert_eq!(
+                CheckpointFile::new(dir.path()).load().unwrap(),
+                Stored::Found(c)
+            );
         }
         assert_eq!(
             std::fs::metadata(dir.path().join(FILE)).unwrap().len(),
@@ -195,7 +186,6 @@ mod tests {
     fn a_torn_slot_falls_back_to_the_other() {
         let dir = tempfile::tempdir().unwrap();
         let file = CheckpointFile::new(dir.path());
-        file.load().unwrap();
         let older = Checkpoint {
             confirmed: 1,
             attempted: 2,
@@ -212,29 +202,28 @@ mod tests {
         let at = slot_offset(3) as usize + 9;
         bytes[at] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(CheckpointFile::new(dir.path()).load().unwrap(), older);
+        assert_eq!(
+            CheckpointFile::new(dir.path()).load().unwrap(),
+            Stored::Found(older)
+        );
     }
 
     #[test]
-    fn a_damaged_file_means_check_everything() {
+    fn a_damaged_file_is_told_apart_and_mended_by_the_next_store() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE), [0xAB; 64]).unwrap();
-        let c = CheckpointFile::new(dir.path()).load().unwrap();
-        assert_eq!(
-            c,
-            Checkpoint {
-                confirmed: 0,
-                attempted: u64::MAX
-            }
-        );
-        std::fs::write(dir.path().join(FILE), b"short").unwrap();
-        let c = CheckpointFile::new(dir.path()).load().unwrap();
-        assert_eq!(
-            c,
-            Checkpoint {
-                confirmed: 0,
-                attempted: u64::MAX
-            }
-        );
+        for damage in [&[0xAB; 64][..], b"short"] {
+            std::fs::write(dir.path().join(FILE), damage).unwrap();
+            let file = CheckpointFile::new(dir.path());
+            assert_eq!(file.load().unwrap(), Stored::Damaged);
+            let c = Checkpoint {
+                confirmed: 7,
+                attempted: 9,
+            };
+            file.store(c).unwrap();
+            assert_eq!(
+                CheckpointFile::new(dir.path()).load().unwrap(),
+                Stored::Found(c)
+            );
+        }
     }
 }

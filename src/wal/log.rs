@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::checkpoint::Stored;
 use super::record::NewRecord;
 use super::segment::{self, list_segments, segment_path, sync_dir, SegmentCursor, Step};
 use super::{Checkpoint, CheckpointFile};
@@ -146,8 +147,16 @@ impl Wal {
         let wal_dir = config.dir.join("wal");
         let quarantine_dir = config.dir.join("quarantine");
         fs::create_dir_all(&wal_dir)?;
-        let checkpoint = CheckpointFile::new(&config.dir).load()?;
-        let recovery = recover(&wal_dir, &quarantine_dir, checkpoint)?;
+        let checkpoint_file = CheckpointFile::new(&config.dir);
+        let recovery = match checkpoint_file.load()? {
+            Stored::Found(checkpoint) => recover(&wal_dir, &quarantine_dir, checkpoint)?,
+            stored => {
+                let recovery = recover_without_checkpoint(&wal_dir, &quarantine_dir)?;
+                events::wal::checkpoint_derived(stored == Stored::Damaged, recovery.checkpoint);
+                checkpoint_file.store(recovery.checkpoint)?;
+                recovery
+            }
+        };
         let (durable_tx, _) = watch::channel(DurablePos {
             segment: 0,
             offset: 0,
@@ -450,6 +459,22 @@ impl Appender {
         }
         self.unsynced = false;
     }
+}
+
+/// [`recover`] for a log whose checkpoint is missing or damaged: the safe bounds follow from the
+/// log itself. Segments are deleted only once ClickHouse has all of them, so everything before
+/// the oldest segment is confirmed; anything in the log may have been attempted, so every
+/// record in it is checked against ClickHouse before it is sent. Records written after this
+/// start are above that mark and need no check.
+fn recover_without_checkpoint(dir: &Path, quarantine_dir: &Path) -> io::Result<Recovery> {
+    let oldest = list_segments(dir)?.first().map_or(1, |s| s.first_seq);
+    let bounds = Checkpoint {
+        confirmed: oldest.saturating_sub(1),
+        attempted: 0,
+    };
+    let mut recovery = recover(dir, quarantine_dir, bounds)?;
+    recovery.checkpoint.attempted = recovery.last_seq;
+    Ok(recovery)
 }
 
 /// Opens the log as a crash left it: cuts a torn tail off the newest segment (keeping the bytes

@@ -12,12 +12,14 @@
 //! - [`log`]: recovery at open, and the appender thread that group-commits.
 //! - [`reader`]: the batch writer's view of the log, and deleting segments ClickHouse has.
 //! - [`checkpoint`]: how far ClickHouse has confirmed the log, and how far inserts may have gone.
+//! - [`lock`]: one data folder, one gateway.
 //!
 //! Invariants: a 200 is sent only after the record's bytes are written and (in `always` mode)
 //! fsynced; a segment is deleted only when every record in it is at or below the confirmed
 //! checkpoint; sequence numbers only grow.
 
 pub mod checkpoint;
+pub mod lock;
 pub mod log;
 pub mod reader;
 pub mod record;
@@ -27,6 +29,7 @@ pub mod segment;
 mod model_tests;
 
 pub use checkpoint::{Checkpoint, CheckpointFile};
+pub use lock::DataDirLock;
 pub use log::{AppendError, DurablePos, FsyncMode, Recovery, Shared, Wal, WalConfig};
 pub use reader::{release_through, LogReader};
 pub use record::{NewRecord, Record};

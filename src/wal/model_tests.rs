@@ -448,10 +448,13 @@ impl Harness {
             "bytes_on_disk matches the segment files"
         );
         assert_eq!(
-            CheckpointFile::new(self.dir.path())
+            match CheckpointFile::new(self.dir.path())
                 .load()
                 .expect("load the checkpoint")
-                .confirmed,
+            {
+                super::checkpoint::Stored::Found(c) => c.confirmed,
+                other => panic!("checkpoint {other:?}"),
+            },
             self.model.confirmed
         );
     }

@@ -1,17 +1,63 @@
-//! The write-time credential check (CONTRACT §3) against an in-memory view of the pipelines and
-//! tokens tables.
+//! The credential check (CONTRACT §3) against an in-memory view of the pipelines and tokens
+//! tables, shared by the writer and the edge.
 //!
-//! The view is reloaded when it is older than the refresh interval, and whenever a record names
+//! The writer is the authority: it checks every record against the view before it is written,
+//! and reloads the view when it is older than the refresh interval, and whenever a record names
 //! a key or pipeline the view does not know *and* the view was loaded before that record was
 //! accepted: a token created before a request was sent is then always seen, while a flood of
 //! unknown keys costs at most one reload per batch.
+//!
+//! The edge only reads the view, never to refuse a request (a 200 does not depend on the token:
+//! CONTRACT §1), but to keep a flood apart from the real sender: the rate limiter counts a key's
+//! requests with the right token separately from those with a wrong one (see [`Verdict`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use crate::clickhouse::{store, ChError, Clickhouse};
 use crate::ingest::{AcceptedAt, Key, TokenHash};
 use crate::wal::Record;
+
+/// What the edge can tell of a request's token from the view it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The key is known and the token matches.
+    Right,
+    /// The key is known and the token does not match.
+    Wrong,
+    /// The key is not in the view (yet): a token created a moment ago, or no token at all.
+    Unknown,
+}
+
+/// The view, swapped whole on every reload: readers never wait for a reload.
+#[derive(Default)]
+pub struct SharedCredentials(ArcSwap<CredentialCache>);
+
+impl SharedCredentials {
+    pub fn current(&self) -> Arc<CredentialCache> {
+        self.0.load_full()
+    }
+
+    /// What the edge can tell of `key` and `token` now.
+    pub fn verdict(&self, key: &Key, token: &TokenHash) -> Verdict {
+        match self.0.load().keys.get(key).and_then(|entry| entry.hash) {
+            Some(hash) if hash.matches(token) => Verdict::Right,
+            Some(_) => Verdict::Wrong,
+            None => Verdict::Unknown,
+        }
+    }
+
+    /// Loads the view again from ClickHouse and publishes it.
+    pub async fn reload(&self, ch: &Clickhouse) -> Result<(), ChError> {
+        let mut fresh = CredentialCache::default();
+        fresh.reload(ch).await?;
+        self.0.store(Arc::new(fresh));
+        Ok(())
+    }
+}
 
 /// Why a request does not reach its pipeline's data; stored in `rejected.reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,7 +146,7 @@ impl CredentialCache {
         })
     }
 
-    pub async fn reload(&mut self, ch: &Clickhouse) -> Result<(), ChError> {
+    async fn reload(&mut self, ch: &Clickhouse) -> Result<(), ChError> {
         let started_at = AcceptedAt::now();
         let started = Instant::now();
         let pipelines = store::list_pipelines(ch).await.map_err(into_ch)?;
@@ -146,6 +192,23 @@ fn into_ch(e: store::StoreError) -> ChError {
 mod tests {
     use super::*;
     use crate::ingest::{PipelineId, RequestId, Token};
+
+    #[test]
+    fn the_edge_tells_a_right_token_from_a_wrong_one() {
+        let (key, token) = (Key::generate(), Token::generate());
+        let shared = SharedCredentials::default();
+        assert_eq!(shared.verdict(&key, &token.hash()), Verdict::Unknown);
+        shared.0.store(Arc::new(cache(&token, key, vec![], false)));
+        assert_eq!(shared.verdict(&key, &token.hash()), Verdict::Right);
+        assert_eq!(
+            shared.verdict(&key, &Token::generate().hash()),
+            Verdict::Wrong
+        );
+        assert_eq!(
+            shared.verdict(&Key::generate(), &token.hash()),
+            Verdict::Unknown
+        );
+    }
     use bytes::Bytes;
 
     fn record(pipeline: u64, key: Key, token: &Token) -> Record {

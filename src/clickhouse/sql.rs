@@ -1,0 +1,103 @@
+//! The text of every statement the writer sends besides migrations, as plain functions of their
+//! inputs: the writer's steps build them here, and the current-engine check
+//! (`src/bin/hookhouse-statements.rs`) prints the very same text, so the two cannot drift apart.
+//!
+//! Every statement here runs on ClickHouse 18.16 and on current releases alike: no
+//! `JSONExtract*`, no `DateTime64`, no setting a server may not know.
+
+/// The settings of [`super::ServerFeatures`] that the server knows.
+pub const SERVER_FEATURES: &str = "SELECT name FROM system.settings WHERE name IN ('async_insert')";
+
+/// The most request ids one presence query names. Each takes 23 bytes of SQL and a query names
+/// them twice, so this stays far below ClickHouse's default `max_query_size` of 256 KiB.
+pub const PRESENCE_CHUNK: usize = 2000;
+
+/// One row a presence query looks for: a request id (20 lowercase letters, checked when it was
+/// parsed, so safe inside a literal), its pipeline and the second it was received.
+#[derive(Debug, Clone, Copy)]
+pub struct Sought<'a> {
+    pub request_id: &'a str,
+    pub pipeline_id: u64,
+    pub received_at: u32,
+}
+
+/// Which of `sought` (at most [`PRESENCE_CHUNK`]) are in `events` or `rejected`. Asked by the
+/// ids themselves, with the pipelines and the time span only to prune partitions: the answer is
+/// never larger than the question, however many rows other gateways landed in that span.
+pub fn presence(events: &str, rejected: &str, sought: &[Sought<'_>]) -> String {
+    let mut ids = String::with_capacity(sought.len() * 23);
+    let mut pipelines: Vec<u64> = sought.iter().map(|s| s.pipeline_id).collect();
+    pipelines.sort_unstable();
+    pipelines.dedup();
+    let (mut lo, mut hi) = (u32::MAX, u32::MIN);
+    for (i, s) in sought.iter().enumerate() {
+        if i > 0 {
+            ids.push(',');
+        }
+        ids.push('\'');
+        ids.push_str(s.request_id);
+        ids.push('\'');
+        lo = lo.min(s.received_at);
+        hi = hi.max(s.received_at);
+    }
+    let pipelines: Vec<String> = pipelines.iter().map(u64::to_string).collect();
+    let time = format!("received_at >= toDateTime({lo}) AND received_at <= toDateTime({hi})");
+    format!(
+        "SELECT __kdd_request_id FROM {events} WHERE pipeline_id IN ({}) AND {time} \
+         AND __kdd_request_id IN ({ids}) \
+         UNION ALL SELECT __kdd_request_id FROM {rejected} WHERE {time} \
+         AND __kdd_request_id IN ({ids})",
+        pipelines.join(","),
+    )
+}
+
+/// The query id prefix of every insert of the gateway `instance` (hex, from its data folder).
+pub fn insert_query_prefix(instance: &str) -> String {
+    format!("hookhouse-{instance}-")
+}
+
+/// How many inserts of the gateway `instance` the server is still running.
+pub fn running_inserts(instance: &str) -> String {
+    format!(
+        "SELECT count() AS n FROM system.processes WHERE query_id LIKE '{}%'",
+        insert_query_prefix(instance)
+    )
+}
+
+/// Stops the inserts of the gateway `instance` that are still running, and waits until they
+/// have stopped: afterwards each has landed or not, for good.
+pub fn kill_inserts(instance: &str) -> String {
+    format!(
+        "KILL QUERY WHERE query_id LIKE '{}%' SYNC",
+        insert_query_prefix(instance)
+    )
+}
+
+/// The columns and types of hookhouse's data tables, to tell a table that changed under the
+/// writer (every row fails) from rows ClickHouse refuses for their content.
+pub fn data_columns(db: &str) -> String {
+    format!(
+        "SELECT table, name, type FROM system.columns WHERE database = '{db}' \
+         AND table IN ('events', 'rejected')"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_presence_chunk_stays_under_max_query_size() {
+        let id = "abcdefghijklmnopqrst";
+        let sought: Vec<Sought> = (0..PRESENCE_CHUNK as u64)
+            .map(|i| Sought {
+                request_id: id,
+                pipeline_id: i,
+                received_at: 1_700_000_000 + i as u32,
+            })
+            .collect();
+        let sql = presence("`db`.`events`", "`db`.`rejected`", &sought);
+        assert!(sql.len() < 256 * 1024, "{} bytes", sql.len());
+        assert!(sql.contains("received_at >= toDateTime(1700000000)"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Step 2: sort each record of a batch into `events` or `rejected` (CONTRACT §3), against the
+//! credential view, reloading the view first when the batch needs it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::retry::{Retry, Stopped};
+use crate::clickhouse::rows::Landing;
+use crate::clickhouse::Clickhouse;
+use crate::credentials::SharedCredentials;
+use crate::wal::Record;
+
+pub struct Authenticate {
+    ch: Clickhouse,
+    credentials: Arc<SharedCredentials>,
+    refresh: Duration,
+}
+
+impl Authenticate {
+    pub fn new(ch: Clickhouse, credentials: Arc<SharedCredentials>, refresh: Duration) -> Self {
+        Authenticate {
+            ch,
+            credentials,
+            refresh,
+        }
+    }
+
+    /// Each record as a row for `events`, or for `rejected` with the reason it fails.
+    pub async fn sort<'a>(
+        &self,
+        batch: &'a [Record],
+        retry: &mut Retry,
+    ) -> Result<Vec<Landing<'a>>, Stopped> {
+        let mut backoff = Retry::backoff();
+        while self.credentials.current().needs_reload(batch, self.refresh) {
+            match self.credentials.reload(&self.ch).await {
+                Ok(()) => break,
+                Err(error) => retry.pause("credentials", &error, &mut backoff).await?,
+            }
+        }
+        let view = self.credentials.current();
+        Ok(batch
+            .iter()
+            .map(|record| Landing {
+                pipeline_id: record.pipeline_id.get(),
+                request_id: record.request_id.as_str(),
+                accepted_at: record.accepted_at.secs(),
+                key: record.key.to_string(),
+                body: body_text(record),
+                received_at: record.accepted_at.whole_secs(),
+                reason: view.check(record).err().map(|reason| reason.as_str()),
+            })
+            .collect())
+    }
+}
+
+fn body_text(record: &Record) -> &str {
+    // The edge accepted only UTF-8; a record that decodes otherwise failed its checksum first.
+    std::str::from_utf8(&record.body).unwrap_or_default()
+}

@@ -1,0 +1,121 @@
+//! Step 1: the next batch from the log, bounded by rows, body bytes and time.
+//!
+//! A batch is sent when it reaches `BATCH_MAX_ROWS` or the byte cap, or `BATCH_MAX_WAIT_MS`
+//! after its first record arrived, or at once when the gateway is shutting down. The log is
+//! read on a blocking thread, never past what is durable.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::retry::{Retry, Stopped};
+use super::supervisor::WriterHealth;
+use crate::wal::{self, DurablePos, LogReader, Record};
+
+pub struct BatchLimits {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub max_wait: Duration,
+}
+
+pub struct Batches {
+    /// Taken while a blocking read runs, put back after.
+    reader: Option<LogReader>,
+    durable: watch::Receiver<DurablePos>,
+    limits: BatchLimits,
+    health: Arc<WriterHealth>,
+}
+
+impl Batches {
+    /// Reads the log from the record after `confirmed`.
+    pub fn new(
+        shared: Arc<wal::Shared>,
+        confirmed: u64,
+        limits: BatchLimits,
+        health: Arc<WriterHealth>,
+    ) -> Batches {
+        Batches {
+            durable: shared.durable(),
+            reader: Some(LogReader::new(shared, confirmed)),
+            limits,
+            health,
+        }
+    }
+
+    /// The next batch: never empty. `Stopped` once shutting down with nothing left to read.
+    pub async fn next(&mut self, retry: &mut Retry) -> Result<Vec<Record>, Stopped> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut first_at: Option<Instant> = None;
+        loop {
+            let durable = *self.durable.borrow_and_update();
+            let before = batch.len();
+            let left = self.limits.max_bytes.saturating_sub(bytes);
+            batch = match self.read(durable, batch, left).await {
+                Ok(batch) => batch,
+                Err((batch, error)) => {
+                    retry
+                        .pause_disk("read log", &error, &mut Retry::backoff())
+                        .await?;
+                    batch
+                }
+            };
+            bytes += batch[before..].iter().map(|r| r.body.len()).sum::<usize>();
+            if batch.len() >= self.limits.max_rows || bytes >= self.limits.max_bytes {
+                return Ok(batch);
+            }
+            let stopping = retry.shutdown.is_triggered();
+            if batch.is_empty() {
+                if stopping {
+                    return Err(Stopped);
+                }
+                self.health.idle();
+                tokio::select! {
+                    _ = self.durable.changed() => {}
+                    _ = retry.shutdown.triggered() => {}
+                }
+                self.health.beat();
+                continue;
+            }
+            let deadline = *first_at.get_or_insert_with(Instant::now) + self.limits.max_wait;
+            if stopping || Instant::now() >= deadline {
+                return Ok(batch);
+            }
+            tokio::select! {
+                _ = self.durable.changed() => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = retry.shutdown.triggered() => {}
+            }
+        }
+    }
+
+    /// Reads what the log has for the batch on a blocking thread, handing the reader back.
+    async fn read(
+        &mut self,
+        durable: DurablePos,
+        mut batch: Vec<Record>,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, (Vec<Record>, io::Error)> {
+        let mut reader = self
+            .reader
+            .take()
+            .expect("the reader is put back after every read");
+        let max_rows = self.limits.max_rows;
+        let (reader, result) = tokio::task::spawn_blocking(move || {
+            // Lets tests make reading the log panic, as a bug would.
+            fail::fail_point!("writer::read");
+            let result = match reader.read(durable, max_rows, max_bytes, &mut batch) {
+                Ok(()) => Ok(batch),
+                Err(error) => Err((batch, error)),
+            };
+            (reader, result)
+        })
+        .await
+        // A panic while reading is the supervisor's to handle: it starts a new writer.
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+        self.reader = Some(reader);
+        result
+    }
+}

@@ -1,0 +1,292 @@
+//! Step 3: land a sorted batch in ClickHouse exactly once.
+//!
+//! The protocol, and why it holds (CONTRACT §2):
+//!
+//! 1. Before a batch is first sent, the checkpoint's `attempted` mark is moved past it and
+//!    fsynced. Records above `attempted` have never been sent by anyone: they need no check.
+//! 2. A batch that may have been sent before (at or below `attempted` when this writer started,
+//!    or after any failed insert of this writer) is *settled* first: the writer waits until none
+//!    of this gateway's inserts is running in ClickHouse (they carry a query id with the
+//!    gateway's instance id, and only this process uses that data folder, which is locked). It
+//!    never goes on while one runs: an insert that outlived its client timeout may still land,
+//!    and sending its rows again would land them twice. One running well past its timeout is
+//!    asked to stop (`KILL QUERY … SYNC`), and the writer still waits until it is gone.
+//! 3. Once settled, nothing of this gateway can land any more except what the writer sends, so
+//!    asking `events` and `rejected` which of the batch's request ids they hold (by the ids
+//!    themselves, in chunks: the answer is never larger than the batch) tells exactly what is
+//!    missing, and only that is sent.
+//! 4. Inserts are synchronous on every server (`async_insert=0` where the server knows it): an
+//!    acknowledged insert's rows are visible to the next presence query.
+//!
+//! Failures. Passing ones are retried with capped backoff. An insert that timed out makes the
+//! next one wait twice as long (up to an hour), so that a slow ClickHouse is not asked to stop
+//! every insert it could have finished. A permanent refusal is either systemic (the table no
+//! longer has the columns and types hookhouse writes: every row would fail, none is at fault)
+//! or poison (some rows' content): the writer asks the table's columns first. Systemic: wait
+//! and retry, loudly, until the table is mended; no row is rejected for it. Poison: split the
+//! batch in halves until the rows at fault are alone; those go to `rejected` as
+//! `INSERT_FAILED`, and a row that not even `rejected` takes is kept on disk, durably, before
+//! the checkpoint moves past it.
+//!
+//! The step talks to ClickHouse and to the local disk through two small traits, so that the
+//! model test below can run this very code against a ClickHouse that crashes, times out and
+//! lands inserts late.
+
+use std::collections::HashSet;
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::retry::{Retry, Stopped};
+use crate::clickhouse::rows::Landing;
+use crate::clickhouse::{ChError, Failure};
+use crate::credentials::Reason;
+use crate::events;
+
+/// The longest an insert may be given after repeated timeouts.
+const MAX_INSERT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often the writer asks whether its inserts still run.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+
+/// Where rows land. Used with one concrete type at a time, in one task: the futures need no
+/// `Send` bound of their own.
+#[allow(async_fn_in_trait)]
+pub trait Destination {
+    /// Inserts rows into `events` (no reason) and `rejected`, within `timeout`.
+    async fn insert(&self, rows: &[Landing<'_>], timeout: Duration) -> Result<(), ChError>;
+    /// How many of this gateway's inserts are running.
+    async fn running_inserts(&self) -> Result<u64, ChError>;
+    /// Asks this gateway's running inserts to stop; returns once they have.
+    async fn stop_running_inserts(&self) -> Result<(), ChError>;
+    /// Which of `rows`' request ids are in `events` or `rejected`.
+    async fn present(&self, rows: &[Landing<'_>]) -> Result<HashSet<String>, ChError>;
+    /// Why the tables refuse every row, if they do (see the module docs).
+    async fn drift(&self) -> Result<Option<String>, ChError>;
+}
+
+/// The gateway's own disk, as this step needs it.
+#[allow(async_fn_in_trait)]
+pub trait LocalDisk {
+    /// Stores, durably, that records up to `seq` may be sent from now on.
+    async fn mark_attempted(&mut self, seq: u64) -> io::Result<()>;
+    /// Keeps a row that neither table takes, durably, for the operator.
+    async fn set_aside(&self, row: &Landing<'_>, error: &str) -> io::Result<()>;
+}
+
+/// What one batch came to, for counting.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Landed {
+    /// Rows inserted into `events` now.
+    pub events: usize,
+    /// Rows inserted into `rejected` now, by reason.
+    pub rejected: Vec<&'static str>,
+    /// Rows not sent because an earlier, unconfirmed insert had landed them.
+    pub already_present: usize,
+    /// Rows kept in `undeliverable/`.
+    pub set_aside: usize,
+}
+
+pub struct ExactlyOnce<D, L> {
+    pub destination: D,
+    pub disk: L,
+    /// Records at or below this may be in ClickHouse from before this writer started.
+    check_through: u64,
+    /// The `attempted` mark as stored.
+    attempted: u64,
+    configured_timeout: Duration,
+    timeout: Duration,
+}
+
+impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
+    /// `attempted` is the stored mark: everything at or below it is checked before it is sent.
+    pub fn new(destination: D, disk: L, attempted: u64, insert_timeout: Duration) -> Self {
+        ExactlyOnce {
+            destination,
+            disk,
+            check_through: attempted,
+            attempted,
+            configured_timeout: insert_timeout,
+            timeout: insert_timeout,
+        }
+    }
+
+    /// Lands `rows`, the records `first_seq..=last_seq` of the log, exactly once.
+    pub async fn land(
+        &mut self,
+        first_seq: u64,
+        last_seq: u64,
+        rows: Vec<Landing<'_>>,
+        retry: &mut Retry,
+    ) -> Result<Landed, Stopped> {
+        let mut landed = Landed::default();
+        let mut needs_check = first_seq <= self.check_through;
+        if last_seq > self.attempted {
+            self.mark_attempted(last_seq, retry).await?;
+        }
+        let mut parts = vec![rows];
+        while let Some(mut part) = parts.pop() {
+            let mut backoff = Retry::backoff();
+            loop {
+                retry.beat();
+                if needs_check {
+                    part = self.missing(part, &mut landed, retry).await?;
+                }
+                if part.is_empty() {
+                    break;
+                }
+                let Err(error) = self.destination.insert(&part, self.timeout).await else {
+                    self.timeout = self.configured_timeout;
+                    count(&part, &mut landed);
+                    break;
+                };
+                // Whatever happened, some of it may have landed, or may land yet.
+                needs_check = true;
+                if matches!(error.0, clickhouse::error::Error::TimedOut) {
+                    self.timeout = (self.timeout * 2).min(MAX_INSERT_TIMEOUT);
+                }
+                match error.failure() {
+                    Failure::Retryable => retry.pause("insert", &error, &mut backoff).await?,
+                    Failure::Permanent => match self.destination.drift().await {
+                        Err(error) => retry.pause("check", &error, &mut backoff).await?,
+                        Ok(Some(drift)) => {
+                            events::writer::tables_changed(&drift, &error);
+                            retry.pause("insert", &error, &mut backoff).await?;
+                        }
+                        Ok(None) if part.len() > 1 => {
+                            events::writer::clickhouse_failed("insert", error.kind(), &error, None);
+                            let right = part.split_off(part.len() / 2);
+                            parts.push(right);
+                            parts.push(part);
+                            break;
+                        }
+                        Ok(None) => {
+                            let row = &mut part[0];
+                            if row.reason == Some(Reason::InsertFailed.as_str()) {
+                                self.set_aside(row, &error, retry).await?;
+                                landed.set_aside += 1;
+                                break;
+                            }
+                            events::writer::poison_found(row.request_id, &error);
+                            row.reason = Some(Reason::InsertFailed.as_str());
+                        }
+                    },
+                }
+            }
+        }
+        Ok(landed)
+    }
+
+    async fn mark_attempted(&mut self, seq: u64, retry: &mut Retry) -> Result<(), Stopped> {
+        let mut backoff = Retry::backoff();
+        loop {
+            match self.disk.mark_attempted(seq).await {
+                Ok(()) => {
+                    self.attempted = seq;
+                    return Ok(());
+                }
+                Err(error) => retry.pause_disk("checkpoint", &error, &mut backoff).await?,
+            }
+        }
+    }
+
+    async fn set_aside(
+        &mut self,
+        row: &Landing<'_>,
+        error: &ChError,
+        retry: &mut Retry,
+    ) -> Result<(), Stopped> {
+        let mut backoff = Retry::backoff();
+        loop {
+            match self.disk.set_aside(row, &error.to_string()).await {
+                Ok(()) => {
+                    events::writer::set_aside(row.request_id);
+                    return Ok(());
+                }
+                Err(io) => retry.pause_disk("undeliverable", &io, &mut backoff).await?,
+            }
+        }
+    }
+
+    /// `part` without what ClickHouse already has, once none of this gateway's inserts runs.
+    async fn missing<'a>(
+        &mut self,
+        part: Vec<Landing<'a>>,
+        landed: &mut Landed,
+        retry: &mut Retry,
+    ) -> Result<Vec<Landing<'a>>, Stopped> {
+        let mut backoff = Retry::backoff();
+        loop {
+            self.settle(retry).await?;
+            events::writer::presence_checked(part.len());
+            match self.destination.present(&part).await {
+                Ok(present) => {
+                    let before = part.len();
+                    let rest: Vec<Landing> = part
+                        .into_iter()
+                        .filter(|r| !present.contains(r.request_id))
+                        .collect();
+                    if rest.len() < before {
+                        events::writer::duplicates_skipped(before - rest.len());
+                        landed.already_present += before - rest.len();
+                    }
+                    return Ok(rest);
+                }
+                Err(error) => retry.pause("check", &error, &mut backoff).await?,
+            }
+        }
+    }
+
+    /// Returns once none of this gateway's inserts is running in ClickHouse.
+    async fn settle(&mut self, retry: &mut Retry) -> Result<(), Stopped> {
+        let mut backoff = Retry::backoff();
+        let mut stop_at = Instant::now() + self.timeout;
+        loop {
+            retry.beat();
+            let running = match self.destination.running_inserts().await {
+                Ok(0) => return Ok(()),
+                Ok(running) => running,
+                Err(error) => {
+                    retry.pause("check", &error, &mut backoff).await?;
+                    continue;
+                }
+            };
+            if Instant::now() >= stop_at {
+                // It has run for more than its timeout since it was given up on.
+                events::writer::stopping_own_inserts(running);
+                if let Err(error) = self.destination.stop_running_inserts().await {
+                    events::writer::clickhouse_failed("stop", error.kind(), &error, None);
+                }
+                stop_at = Instant::now() + self.timeout;
+            } else {
+                events::writer::waiting_for_own_inserts(running);
+            }
+            retry.sleep(SETTLE_POLL).await?;
+        }
+    }
+}
+
+fn count(part: &[Landing<'_>], landed: &mut Landed) {
+    for row in part {
+        match row.reason {
+            None => landed.events += 1,
+            Some(reason) => landed.rejected.push(reason),
+        }
+    }
+}
+
+impl Destination for crate::clickhouse::Delivery {
+    async fn insert(&self, rows: &[Landing<'_>], timeout: Duration) -> Result<(), ChError> {
+        crate::clickhouse::Delivery::insert(self, rows, timeout).await
+    }
+    async fn running_inserts(&self) -> Result<u64, ChError> {
+        crate::clickhouse::Delivery::running_inserts(self).await
+    }
+    async fn stop_running_inserts(&self) -> Result<(), ChError> {
+        crate::clickhouse::Delivery::stop_running_inserts(self).await
+    }
+    async fn present(&self, rows: &[Landing<'_>]) -> Result<HashSet<String>, ChError> {
+        crate::clickhouse::Delivery::present(self, rows).await
+    }
+    async fn drift(&self) -> Result<Option<String>, ChError> {
+        crate::clickhouse::Delivery::drift(self).await
+    }
+}
