@@ -86,6 +86,12 @@ impl Application {
         );
 
         let credentials = Arc::new(SharedCredentials::default());
+        tokio::spawn(refresh_credentials(
+            credentials.clone(),
+            ch.clone(),
+            settings.credentials_refresh(),
+            shutdown.clone(),
+        ));
         let writer_config = WriterConfig {
             batch_max_rows: settings.batch_max_rows as usize,
             batch_max_bytes: settings.batch_max_bytes as usize,
@@ -269,6 +275,26 @@ async fn report_log_state(shared: Arc<crate::wal::Shared>, mut shutdown: Shutdow
         );
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.triggered() => return,
+        }
+    }
+}
+
+/// Keeps the credential view fresh while the writer has nothing to check, so that the edge's
+/// rate limiter knows right tokens from wrong ones from the start, and a revocation is known
+/// before the next batch needs it. The writer still reloads on its own when a batch needs it.
+async fn refresh_credentials(
+    credentials: Arc<SharedCredentials>,
+    ch: Clickhouse,
+    every: Duration,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        if let Err(error) = credentials.reload(&ch).await {
+            tracing::debug!(%error, "refreshing credentials failed; the writer retries when it needs them");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
             _ = shutdown.triggered() => return,
         }
     }

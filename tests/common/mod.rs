@@ -57,10 +57,18 @@ pub struct ClickhouseServer {
     child: Option<Child>,
     pub http_port: u16,
     tcp_port: u16,
+    /// More `<profiles>` and `<users>` entries for users.xml.
+    extra_profiles: String,
+    extra_users: String,
 }
 
 impl ClickhouseServer {
     pub fn start() -> ClickhouseServer {
+        Self::start_with_users("", "")
+    }
+
+    /// Starts a server whose users.xml also has these `<profiles>` and `<users>` entries.
+    pub fn start_with_users(extra_profiles: &str, extra_users: &str) -> ClickhouseServer {
         let dir = tempfile::Builder::new()
             .prefix("hookhouse-ch-")
             .tempdir()
@@ -70,6 +78,8 @@ impl ClickhouseServer {
             child: None,
             http_port: free_port(),
             tcp_port: free_port(),
+            extra_profiles: extra_profiles.to_string(),
+            extra_users: extra_users.to_string(),
         };
         server.write_config();
         server.launch();
@@ -98,12 +108,15 @@ impl ClickhouseServer {
             http = self.http_port,
             tcp = self.tcp_port
         );
-        let users = r#"<yandex>
-  <profiles><default><log_queries>0</log_queries></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+        let users = format!(
+            r#"<yandex>
+  <profiles><default><log_queries>0</log_queries></default>{}</profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>{}</users>
   <quotas><default></default></quotas>
 </yandex>
-"#;
+"#,
+            self.extra_profiles, self.extra_users
+        );
         std::fs::write(self.dir.path().join("config.xml"), config).expect("write config");
         std::fs::write(self.dir.path().join("users.xml"), users).expect("write users");
     }
@@ -507,6 +520,11 @@ impl GatewayProcess {
 
     pub fn restart(&mut self) {
         self.kill9();
+        self.launch();
+    }
+
+    /// Starts it again after [`GatewayProcess::kill9`], on the same folder and settings.
+    pub fn relaunch(&mut self) {
         self.launch();
     }
 
