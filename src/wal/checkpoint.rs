@@ -199,7 +199,8 @@ mod tests {
         // Spoil the newer slot as a torn write would.
         let path = dir.path().join(FILE);
         let mut bytes = std::fs::read(&path).unwrap();
-        let at = slot_offset(3) as usize + 9;
+        // The first store wrote both slots (counters 0 and 1); `newer` went in with counter 2.
+        let at = slot_offset(2) as usize + 9;
         bytes[at] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(
