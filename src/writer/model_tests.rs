@@ -148,7 +148,7 @@ impl Destination for Model {
         s.running.retain_mut(|r| {
             if r.polls_left == 0 {
                 if r.lands {
-                    done.extend(r.ids.drain(..));
+                    done.append(&mut r.ids);
                 }
                 false
             } else {
