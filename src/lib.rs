@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod clickhouse;
 pub mod config;
+pub mod error_chain;
 pub mod events;
 pub mod http;
 pub mod ingest;

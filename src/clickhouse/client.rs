@@ -25,9 +25,18 @@ pub enum Failure {
     Permanent,
 }
 
+/// A ClickHouse failure. Its text is the whole cause chain, each cause once: the crate's own
+/// ("network error: client error (Connect)") hides why, such as an untrusted certificate. So
+/// that `{:#}` does not say it all again, it reports no `source`.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ChError(#[from] pub clickhouse::error::Error);
+#[error("{}", crate::error_chain::one_line(.0))]
+pub struct ChError(pub clickhouse::error::Error);
+
+impl From<clickhouse::error::Error> for ChError {
+    fn from(error: clickhouse::error::Error) -> ChError {
+        ChError(error)
+    }
+}
 
 impl From<tokio::time::error::Elapsed> for ChError {
     fn from(_: tokio::time::error::Elapsed) -> ChError {
