@@ -67,7 +67,7 @@ impl Application {
         let shared_for_gauges = shared.clone();
 
         let (trigger, shutdown) = shutdown::channel();
-        let ch = Clickhouse::new(&settings);
+        let ch = Clickhouse::new(&settings)?;
         let health = Arc::new(Health::new(shared.clone()));
         tokio::spawn(
             health

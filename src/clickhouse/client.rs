@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 
 /// How long a statement other than a batch insert may take.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,18 +105,21 @@ impl ChError {
 }
 
 impl Clickhouse {
-    pub fn new(settings: &Settings) -> Clickhouse {
+    /// A client for the ClickHouse `settings` name. It fails only on what
+    /// [`Settings::validate`] checks too (the URL and its credentials). It does not connect yet.
+    pub fn new(settings: &Settings) -> Result<Clickhouse, ConfigError> {
+        let endpoint = settings.clickhouse_endpoint()?;
         let client = clickhouse::Client::default()
-            .with_url(settings.clickhouse_url.trim_end_matches('/'))
-            .with_user(&settings.clickhouse_user)
-            .with_password(&settings.clickhouse_password)
+            .with_url(endpoint.url)
+            .with_user(endpoint.user)
+            .with_password(endpoint.password)
             // The schema check sends a setting ClickHouse 18.16 does not know; rows are typed
             // here and the tables are ours, so plain RowBinary is safe.
             .with_validation(false);
-        Clickhouse {
+        Ok(Clickhouse {
             client,
             db: settings.clickhouse_database.clone(),
-        }
+        })
     }
 
     pub fn database(&self) -> &str {

@@ -312,7 +312,7 @@ pub fn admin(ch: &ClickhouseServer) -> Clickhouse {
         clickhouse_url: ch.url(),
         ..Settings::default()
     };
-    Clickhouse::new(&settings)
+    Clickhouse::new(&settings).expect("test settings are valid")
 }
 
 pub async fn setup_pipeline(ch: &ClickhouseServer, name: &str) -> Credentials {
