@@ -32,6 +32,8 @@ pub struct Settings {
     pub clickhouse_url: String,
     pub clickhouse_user: String,
     pub clickhouse_password: String,
+    /// A PEM file of CA certificates trusted for `https://` besides the system's roots.
+    pub clickhouse_ca_file: Option<PathBuf>,
     pub clickhouse_database: String,
     pub data_dir: PathBuf,
     pub max_body_bytes: u64,
@@ -62,6 +64,7 @@ impl Default for Settings {
             clickhouse_url: "http://127.0.0.1:8123".into(),
             clickhouse_user: "default".into(),
             clickhouse_password: String::new(),
+            clickhouse_ca_file: None,
             clickhouse_database: "hookhouse".into(),
             data_dir: PathBuf::from("./data"),
             max_body_bytes: 10 * 1024 * 1024,
@@ -104,6 +107,7 @@ const FIELDS: &[&str] = &[
     "clickhouse_url",
     "clickhouse_user",
     "clickhouse_password",
+    "clickhouse_ca_file",
     "clickhouse_database",
     "data_dir",
     "max_body_bytes",
@@ -128,6 +132,7 @@ const TEXT_FIELDS: &[&str] = &[
     "clickhouse_url",
     "clickhouse_user",
     "clickhouse_password",
+    "clickhouse_ca_file",
     "clickhouse_database",
     "data_dir",
 ];
@@ -191,6 +196,10 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.clickhouse_endpoint()?;
+        if let Some(path) = &self.clickhouse_ca_file {
+            crate::clickhouse::http_client::read_ca_file(path)
+                .map_err(|message| ConfigError::new("clickhouse_ca_file", message))?;
+        }
         let db = &self.clickhouse_database;
         let plain_identifier = db
             .chars()
@@ -419,6 +428,7 @@ impl fmt::Debug for Settings {
             clickhouse_url,
             clickhouse_user,
             clickhouse_password,
+            clickhouse_ca_file,
             clickhouse_database,
             data_dir,
             max_body_bytes,
@@ -441,6 +451,7 @@ impl fmt::Debug for Settings {
             .field("clickhouse_url", &redact_url(clickhouse_url))
             .field("clickhouse_user", clickhouse_user)
             .field("clickhouse_password", &Redacted(clickhouse_password))
+            .field("clickhouse_ca_file", clickhouse_ca_file)
             .field("clickhouse_database", clickhouse_database)
             .field("data_dir", data_dir)
             .field("max_body_bytes", max_body_bytes)
@@ -725,5 +736,24 @@ mod tests {
             "http://ch:8123/?***"
         );
         assert_eq!(redact_url("http://127.0.0.1:8123"), "http://127.0.0.1:8123");
+    }
+
+    #[test]
+    fn a_bad_ca_file_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for path in [not_pem.to_str().unwrap(), missing.to_str().unwrap(), ""] {
+            let error = error_of(load("", &[("HOOKHOUSE_CLICKHOUSE_CA_FILE", path)]));
+            assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_CA_FILE", "{error}");
+        }
+        let error = error_of(load(
+            &format!("clickhouse_ca_file = {:?}", missing.to_str().unwrap()),
+            &[],
+        ));
+        assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_CA_FILE", "{error}");
+        assert!(error.message.contains("missing.pem"), "{error}");
+        assert_eq!(load("", &[]).unwrap().clickhouse_ca_file, None);
     }
 }

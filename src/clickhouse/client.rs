@@ -105,11 +105,12 @@ impl ChError {
 }
 
 impl Clickhouse {
-    /// A client for the ClickHouse `settings` name. It fails only on what
-    /// [`Settings::validate`] checks too (the URL and its credentials). It does not connect yet.
+    /// A client for the ClickHouse `settings` name, over TLS for `https://`. It fails only on
+    /// what [`Settings::validate`] checks too (the URL, its credentials, the CA file), so with
+    /// validated settings only if the CA file changed since. It does not connect yet.
     pub fn new(settings: &Settings) -> Result<Clickhouse, ConfigError> {
         let endpoint = settings.clickhouse_endpoint()?;
-        let client = clickhouse::Client::default()
+        let client = super::http_client::client(&endpoint, settings.clickhouse_ca_file.as_deref())?
             .with_url(endpoint.url)
             .with_user(endpoint.user)
             .with_password(endpoint.password)

@@ -5,6 +5,7 @@
 //! after `CREATE DATABASE`. The SQL sticks to what ClickHouse 18.16 and current releases share.
 
 pub mod client;
+pub mod http_client;
 pub mod migrate;
 pub mod rows;
 pub mod store;
