@@ -2,6 +2,7 @@
 //! each overriding the one before (CONTRACT §5). [`Settings::load`] either returns settings that
 //! passed [`Settings::validate`] or one line naming the setting that is wrong.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,13 +21,19 @@ pub enum LogFormat {
 }
 
 /// Every setting, named as in the TOML file; the variable is `HOOKHOUSE_` + the name in capitals.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// `Debug` hides the password and the URL's credentials (CONTRACT §7).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub listen: String,
+    /// `http://` or `https://`, optionally with `user:password@` (see
+    /// [`Settings::clickhouse_endpoint`]).
     pub clickhouse_url: String,
     pub clickhouse_user: String,
     pub clickhouse_password: String,
+    /// A PEM file of CA certificates trusted for `https://` besides the system's roots.
+    pub clickhouse_ca_file: Option<PathBuf>,
     pub clickhouse_database: String,
     pub data_dir: PathBuf,
     pub max_body_bytes: u64,
@@ -63,6 +70,7 @@ impl Default for Settings {
             clickhouse_url: "http://127.0.0.1:8123".into(),
             clickhouse_user: "default".into(),
             clickhouse_password: String::new(),
+            clickhouse_ca_file: None,
             clickhouse_database: "hookhouse".into(),
             data_dir: PathBuf::from("./data"),
             max_body_bytes: 10 * 1024 * 1024,
@@ -107,6 +115,7 @@ const FIELDS: &[&str] = &[
     "clickhouse_url",
     "clickhouse_user",
     "clickhouse_password",
+    "clickhouse_ca_file",
     "clickhouse_database",
     "data_dir",
     "max_body_bytes",
@@ -127,6 +136,17 @@ const FIELDS: &[&str] = &[
     "log_format",
 ];
 
+/// The settings that are text (or paths): any value is theirs, whatever it looks like.
+const TEXT_FIELDS: &[&str] = &[
+    "listen",
+    "clickhouse_url",
+    "clickhouse_user",
+    "clickhouse_password",
+    "clickhouse_ca_file",
+    "clickhouse_database",
+    "data_dir",
+];
+
 impl Settings {
     /// Defaults, then `file` (or `HOOKHOUSE_CONFIG`) if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -145,7 +165,12 @@ impl Settings {
         }
         // Only known names are taken from the environment, so that unrelated HOOKHOUSE_*
         // variables (a script's own) do not stop start-up; the TOML file is strict instead.
-        figment = figment.merge(Env::prefixed("HOOKHOUSE_").only(FIELDS));
+        figment = figment.merge(Env::prefixed("HOOKHOUSE_").only(FIELDS).ignore(TEXT_FIELDS));
+        // figment reads `123` or `true` in a variable as a number or a boolean, which a text
+        // setting then refuses: a password of digits only could not be set. Taken as they are.
+        for (name, value) in Env::prefixed("HOOKHOUSE_").only(TEXT_FIELDS).iter() {
+            figment = figment.merge(Serialized::default(name.as_str(), value));
+        }
         Self::from_figment(figment)
     }
 
@@ -165,6 +190,11 @@ impl Settings {
                     setting: field.clone(),
                     message: format!("unknown setting `{field}` in the configuration file"),
                 },
+                // figment's message quotes the value, and these may hold a password (one of
+                // digits only is read as a number and refused as "not a string").
+                _ if matches!(name.as_str(), "clickhouse_password" | "clickhouse_url") => {
+                    ConfigError::new(&name, "must be a string (its value is not shown)")
+                }
                 _ => ConfigError::new(&name, message),
             }
         })?;
@@ -175,14 +205,10 @@ impl Settings {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
-        let url = &self.clickhouse_url;
-        if !(url.starts_with("http://") || url.starts_with("https://"))
-            || url.len() <= "http://".len()
-        {
-            return Err(ConfigError::new(
-                "clickhouse_url",
-                format!("{url:?} is not an http:// or https:// URL"),
-            ));
+        self.clickhouse_endpoint()?;
+        if let Some(path) = &self.clickhouse_ca_file {
+            crate::clickhouse::http_client::read_ca_file(path)
+                .map_err(|message| ConfigError::new("clickhouse_ca_file", message))?;
         }
         let db = &self.clickhouse_database;
         let plain_identifier = db
@@ -254,6 +280,68 @@ impl Settings {
         Ok(())
     }
 
+    /// Where and as whom to reach ClickHouse: `clickhouse_url` without its credentials, and the
+    /// user and password to send (as headers, never in the URL).
+    ///
+    /// Credentials may sit in the URL, `https://user:password@host:8443`, percent-encoded as URLs
+    /// require. Each may come from one place only: a user in the URL together with a
+    /// `clickhouse_user` other than the default `default`, or a password in the URL together with
+    /// a non-empty `clickhouse_password`, stops start-up unless both say the same, rather than
+    /// one silently winning over the other. A user from one place and a password from the other
+    /// is fine.
+    pub fn clickhouse_endpoint(&self) -> Result<ClickhouseEndpoint, ConfigError> {
+        let bad_url = |message: String| ConfigError::new("clickhouse_url", message);
+        let shown = redact_url(&self.clickhouse_url);
+        let mut url = url::Url::parse(&self.clickhouse_url)
+            .map_err(|error| bad_url(format!("{shown:?} is not a URL: {error}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad_url(format!(
+                "{shown:?} is not an http:// or https:// URL"
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad_url(format!("{shown:?} has no host")));
+        }
+        // The client drops a query; ClickHouse would read credentials and settings from it.
+        if url.query().is_some_and(|q| !q.is_empty())
+            || url.fragment().is_some_and(|f| !f.is_empty())
+        {
+            return Err(bad_url(format!(
+                "{shown:?} must not have a query or fragment: the database is \
+                 HOOKHOUSE_CLICKHOUSE_DATABASE, credentials HOOKHOUSE_CLICKHOUSE_USER and \
+                 HOOKHOUSE_CLICKHOUSE_PASSWORD or user:password@ in the URL"
+            )));
+        }
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|text| text.into_owned())
+                .map_err(|_| {
+                    bad_url("its user or password is not UTF-8 once percent-decoded".into())
+                })
+        };
+        let url_user = decode(url.username())?;
+        let url_password = url.password().map(decode).transpose()?.unwrap_or_default();
+        let user = from_one_place(
+            ("clickhouse_user", &self.clickhouse_user, DEFAULT_USER),
+            url_user,
+        )?;
+        let password = from_one_place(
+            ("clickhouse_password", &self.clickhouse_password, ""),
+            url_password,
+        )?;
+        // Setting these only fails for URLs that cannot have credentials, refused above.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
+        url.set_fragment(None);
+        Ok(ClickhouseEndpoint {
+            url: url.as_str().trim_end_matches('/').to_string(),
+            user,
+            password,
+        })
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| {
             ConfigError::new(
@@ -284,6 +372,147 @@ impl Settings {
     }
 }
 
+/// The user that ClickHouse, and [`Settings::default`], log in as.
+const DEFAULT_USER: &str = "default";
+
+/// A credential given as `setting` (with its default) or in the URL (empty if not), from the one
+/// place that gives it; see [`Settings::clickhouse_endpoint`].
+fn from_one_place(
+    (setting, value, default): (&str, &str, &str),
+    in_url: String,
+) -> Result<String, ConfigError> {
+    let (chosen, from) = if in_url.is_empty() || in_url == value {
+        (value.to_string(), setting)
+    } else if value == default {
+        (in_url, "clickhouse_url")
+    } else {
+        return Err(ConfigError::new(
+            setting,
+            "is set, and HOOKHOUSE_CLICKHOUSE_URL carries a different one: give it in one place",
+        ));
+    };
+    // The client sends credentials as HTTP headers; a byte a header cannot carry would fail
+    // every request, and the writer would take that for rows ClickHouse refuses.
+    if !chosen.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        let what = setting.trim_start_matches("clickhouse_");
+        return Err(ConfigError::new(
+            from,
+            format!("the {what} must be printable ASCII: it is sent in an HTTP header"),
+        ));
+    }
+    Ok(chosen)
+}
+
+/// Where and as whom to reach ClickHouse; see [`Settings::clickhouse_endpoint`].
+#[derive(Clone)]
+pub struct ClickhouseEndpoint {
+    /// Scheme, host, port and path: no credentials, query or fragment, no trailing slash.
+    pub url: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for ClickhouseEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClickhouseEndpoint")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &Redacted(&self.password))
+            .finish()
+    }
+}
+
+/// `raw` with its credentials hidden, whether it parses as a URL or not: `user:password@`
+/// becomes `***@` and a query becomes `?***` (ClickHouse reads `?password=` too).
+pub fn redact_url(raw: &str) -> String {
+    let start = raw.find("://").map_or(0, |i| i + 3);
+    let (scheme, rest) = raw.split_at(start);
+    // A password may hold an unencoded '/', '?' or '#', so the last '@' ends the credentials
+    // wherever it is; cutting too much only hides a little of a path.
+    let rest = match rest.rfind('@') {
+        Some(at) => format!("***{}", &rest[at..]),
+        None => rest.to_string(),
+    };
+    let rest = match rest.find(['?', '#']) {
+        Some(query) => format!("{}?***", &rest[..query]),
+        None => rest,
+    };
+    format!("{scheme}{rest}")
+}
+
+/// Prints `<redacted>` for a non-empty secret, `""` for an empty one (so that "no password" is
+/// still visible when debugging a login).
+struct Redacted<'a>(&'a str);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so that a new setting cannot be left out of `Debug` unnoticed.
+        let Settings {
+            listen,
+            clickhouse_url,
+            clickhouse_user,
+            clickhouse_password,
+            clickhouse_ca_file,
+            clickhouse_database,
+            data_dir,
+            max_body_bytes,
+            wal_max_bytes,
+            wal_segment_bytes,
+            fsync,
+            batch_max_rows,
+            batch_max_wait_ms,
+            batch_max_bytes,
+            rate_limit_per_key,
+            body_timeout_secs,
+            shutdown_grace_secs,
+            credentials_refresh_ms,
+            max_connections,
+            max_inflight_requests,
+            max_inflight_bytes,
+            clickhouse_insert_timeout_secs,
+            log_format,
+        } = self;
+        f.debug_struct("Settings")
+            .field("listen", listen)
+            .field("clickhouse_url", &redact_url(clickhouse_url))
+            .field("clickhouse_user", clickhouse_user)
+            .field("clickhouse_password", &Redacted(clickhouse_password))
+            .field("clickhouse_ca_file", clickhouse_ca_file)
+            .field("clickhouse_database", clickhouse_database)
+            .field("data_dir", data_dir)
+            .field("max_body_bytes", max_body_bytes)
+            .field("wal_max_bytes", wal_max_bytes)
+            .field("wal_segment_bytes", wal_segment_bytes)
+            .field("fsync", fsync)
+            .field("batch_max_rows", batch_max_rows)
+            .field("batch_max_wait_ms", batch_max_wait_ms)
+            .field("batch_max_bytes", batch_max_bytes)
+            .field("rate_limit_per_key", rate_limit_per_key)
+            .field("body_timeout_secs", body_timeout_secs)
+            .field("shutdown_grace_secs", shutdown_grace_secs)
+            .field("credentials_refresh_ms", credentials_refresh_ms)
+            .field("max_connections", max_connections)
+            .field("max_inflight_requests", max_inflight_requests)
+            .field("max_inflight_bytes", max_inflight_bytes)
+            .field(
+                "clickhouse_insert_timeout_secs",
+                clickhouse_insert_timeout_secs,
+            )
+            .field("log_format", log_format)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,10 +524,12 @@ mod tests {
         // tests stay independent of each other.
         for (name, value) in env {
             let key = name.trim_start_matches("HOOKHOUSE_").to_lowercase();
-            figment = figment.merge(figment::providers::Serialized::default(
-                &key,
-                parse_like_env(value),
-            ));
+            let value = if TEXT_FIELDS.contains(&key.as_str()) {
+                (*value).into()
+            } else {
+                parse_like_env(value)
+            };
+            figment = figment.merge(figment::providers::Serialized::default(&key, value));
         }
         Settings::from_figment(figment)
     }
@@ -373,5 +604,197 @@ mod tests {
             assert_eq!(error.setting, setting, "{error}");
             assert_eq!(error.to_string().lines().count(), 1, "{error}");
         }
+    }
+
+    fn error_of(result: Result<Settings, ConfigError>) -> ConfigError {
+        let error = result.expect_err("refused");
+        assert_eq!(error.to_string().lines().count(), 1, "{error}");
+        error
+    }
+
+    #[test]
+    fn clickhouse_url_must_be_http_or_https_with_a_host() {
+        for url in [
+            "ftp://ch.example:21",
+            "ftp://hook:SECRETPW@ch.example",
+            "localhost:8123",
+            "hook:SECRETPW@localhost:8123",
+            "http://",
+            "https://:8443",
+            "https://hook:SECRETPW@",
+            "http://127.0.0.1:8123/?password=SECRETPW",
+            "",
+        ] {
+            let error = error_of(load("", &[("HOOKHOUSE_CLICKHOUSE_URL", url)]));
+            assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_URL", "{url}: {error}");
+            assert!(!error.to_string().contains("SECRETPW"), "{error}");
+        }
+        let error = error_of(load(
+            "",
+            &[("HOOKHOUSE_CLICKHOUSE_URL", "ftp://ch.example")],
+        ));
+        assert!(
+            error.message.contains("not an http:// or https:// URL"),
+            "{error}"
+        );
+        for url in [
+            "http://127.0.0.1:8123",
+            "https://ch.example:8443/",
+            "https://[::1]:8443/proxy/",
+        ] {
+            load("", &[("HOOKHOUSE_CLICKHOUSE_URL", url)]).expect(url);
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_url_move_out_of_it() {
+        let s = load(
+            "",
+            &[(
+                "HOOKHOUSE_CLICKHOUSE_URL",
+                "https://hook:SECRET%40PW%2F1@ch.example:8443/",
+            )],
+        )
+        .unwrap();
+        let endpoint = s.clickhouse_endpoint().unwrap();
+        assert_eq!(endpoint.url, "https://ch.example:8443");
+        assert_eq!(endpoint.user, "hook");
+        assert_eq!(endpoint.password, "SECRET@PW/1");
+        // Without credentials in the URL, the settings are used as they are.
+        let plain = load(
+            "clickhouse_user = \"hook\"\nclickhouse_password = \"SECRETPW\"",
+            &[("HOOKHOUSE_CLICKHOUSE_URL", "http://127.0.0.1:8123/")],
+        )
+        .unwrap()
+        .clickhouse_endpoint()
+        .unwrap();
+        assert_eq!(
+            (
+                plain.url.as_str(),
+                plain.user.as_str(),
+                plain.password.as_str()
+            ),
+            ("http://127.0.0.1:8123", "hook", "SECRETPW")
+        );
+        // A user in the URL and the password apart (kept out of shell history) is fine.
+        let split = load(
+            "",
+            &[
+                ("HOOKHOUSE_CLICKHOUSE_URL", "https://hook@ch.example"),
+                ("HOOKHOUSE_CLICKHOUSE_PASSWORD", "SECRETPW"),
+            ],
+        )
+        .unwrap()
+        .clickhouse_endpoint()
+        .unwrap();
+        assert_eq!(
+            (split.user.as_str(), split.password.as_str()),
+            ("hook", "SECRETPW")
+        );
+    }
+
+    #[test]
+    fn a_credential_given_twice_must_agree() {
+        let url = (
+            "HOOKHOUSE_CLICKHOUSE_URL",
+            "https://hook:SECRETPW@ch.example",
+        );
+        let error = error_of(load("", &[url, ("HOOKHOUSE_CLICKHOUSE_USER", "other")]));
+        assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_USER");
+        let error = error_of(load(
+            "",
+            &[url, ("HOOKHOUSE_CLICKHOUSE_PASSWORD", "OTHERPW")],
+        ));
+        assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_PASSWORD");
+        assert!(!error.to_string().contains("PW"), "{error}");
+        let same = load(
+            "",
+            &[
+                url,
+                ("HOOKHOUSE_CLICKHOUSE_USER", "hook"),
+                ("HOOKHOUSE_CLICKHOUSE_PASSWORD", "SECRETPW"),
+            ],
+        );
+        assert_eq!(same.unwrap().clickhouse_endpoint().unwrap().user, "hook");
+    }
+
+    #[test]
+    fn credentials_must_fit_in_a_header() {
+        let error = error_of(load(
+            "",
+            &[("HOOKHOUSE_CLICKHOUSE_PASSWORD", "SECRET\u{e9}PW")],
+        ));
+        assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_PASSWORD");
+        assert!(!error.to_string().contains("SECRET"), "{error}");
+        let error = error_of(load(
+            "",
+            &[(
+                "HOOKHOUSE_CLICKHOUSE_URL",
+                "https://hook:SECRET%0APW@ch.example",
+            )],
+        ));
+        assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_URL");
+        assert!(!error.to_string().contains("SECRET"), "{error}");
+    }
+
+    #[test]
+    fn a_password_never_shows() {
+        // In the file, digits only are a number, and figment's "not a string" quotes it.
+        let error = error_of(load("clickhouse_password = 987654321", &[]));
+        assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_PASSWORD");
+        assert!(!error.to_string().contains("987654321"), "{error}");
+
+        let s = load(
+            "",
+            &[
+                ("HOOKHOUSE_CLICKHOUSE_URL", "https://hook@ch.example:8443"),
+                ("HOOKHOUSE_CLICKHOUSE_PASSWORD", "SECRETPW"),
+            ],
+        )
+        .unwrap();
+        let shown = format!("{s:?} {:?}", s.clickhouse_endpoint().unwrap());
+        assert!(!shown.contains("SECRETPW"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let s = Settings {
+            clickhouse_url: "https://hook:SECRETPW@ch.example:8443".into(),
+            ..Settings::default()
+        };
+        let shown = format!("{s:?} {s:#?} {:?}", s.clickhouse_endpoint().unwrap());
+        assert!(!shown.contains("SECRETPW"), "{shown}");
+        assert!(shown.contains("https://***@ch.example:8443"), "{shown}");
+    }
+
+    #[test]
+    fn redacts_urls_whether_they_parse_or_not() {
+        assert_eq!(
+            redact_url("https://u:p@ch.example:8443/x"),
+            "https://***@ch.example:8443/x"
+        );
+        assert_eq!(redact_url("https://u:p/w@ch"), "https://***@ch");
+        assert_eq!(redact_url("u:p@ch:8123"), "***@ch:8123");
+        assert_eq!(
+            redact_url("http://ch:8123/?password=p"),
+            "http://ch:8123/?***"
+        );
+        assert_eq!(redact_url("http://127.0.0.1:8123"), "http://127.0.0.1:8123");
+    }
+
+    #[test]
+    fn a_bad_ca_file_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for path in [not_pem.to_str().unwrap(), missing.to_str().unwrap(), ""] {
+            let error = error_of(load("", &[("HOOKHOUSE_CLICKHOUSE_CA_FILE", path)]));
+            assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_CA_FILE", "{error}");
+        }
+        let error = error_of(load(
+            &format!("clickhouse_ca_file = {:?}", missing.to_str().unwrap()),
+            &[],
+        ));
+        assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_CA_FILE", "{error}");
+        assert!(error.message.contains("missing.pem"), "{error}");
+        assert_eq!(load("", &[]).unwrap().clickhouse_ca_file, None);
     }
 }

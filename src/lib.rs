@@ -16,6 +16,7 @@ pub mod cli;
 pub mod clickhouse;
 pub mod config;
 pub mod credentials;
+pub mod error_chain;
 pub mod events;
 pub mod http;
 pub mod ingest;

@@ -37,7 +37,7 @@ async fn run() -> ExitCode {
     match hookhouse::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("hookhouse: {error:#}");
+            eprintln!("hookhouse: {}", hookhouse::error_chain::one_line(&*error));
             ExitCode::FAILURE
         }
     }

@@ -74,7 +74,7 @@ impl Application {
         let shared_for_gauges = shared.clone();
 
         let (trigger, shutdown) = shutdown::channel();
-        let ch = Clickhouse::new(&settings);
+        let ch = Clickhouse::new(&settings)?;
         // Longer than any one step of the writer may take without a sign of life.
         let stall_after = settings.clickhouse_insert_timeout() * 2 + Duration::from_secs(60);
         let writer_health = Arc::new(WriterHealth::new(stall_after));

@@ -92,7 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run(startup::stop_signal()).await
         }
         Command::Migrate => {
-            let ch = Clickhouse::new(&settings);
+            let ch = Clickhouse::new(&settings)?;
             let applied = migrate::migrate(&ch)
                 .await
                 .with_context(|| unreachable(&settings))?;
@@ -122,13 +122,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn unreachable(settings: &Settings) -> String {
     format!(
         "ClickHouse at {} (HOOKHOUSE_CLICKHOUSE_URL)",
-        settings.clickhouse_url
+        crate::config::redact_url(&settings.clickhouse_url)
     )
 }
 
 /// A client with the schema in place: admin commands work on a fresh ClickHouse.
 async fn admin_client(settings: &Settings) -> anyhow::Result<Clickhouse> {
-    let ch = Clickhouse::new(settings);
+    let ch = Clickhouse::new(settings)?;
     migrate::migrate(&ch)
         .await
         .with_context(|| unreachable(settings))?;

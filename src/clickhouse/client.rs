@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::sql;
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 
 /// How long a statement other than a batch insert may take.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,9 +39,18 @@ pub enum Failure {
     Permanent,
 }
 
+/// A ClickHouse failure. Its text is the whole cause chain, each cause once: the crate's own
+/// ("network error: client error (Connect)") hides why, such as an untrusted certificate. So
+/// that `{:#}` does not say it all again, it reports no `source`.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ChError(#[from] pub clickhouse::error::Error);
+#[error("{}", crate::error_chain::one_line(.0))]
+pub struct ChError(pub clickhouse::error::Error);
+
+impl From<clickhouse::error::Error> for ChError {
+    fn from(error: clickhouse::error::Error) -> ChError {
+        ChError(error)
+    }
+}
 
 impl From<tokio::time::error::Elapsed> for ChError {
     fn from(_: tokio::time::error::Elapsed) -> ChError {
@@ -113,19 +122,23 @@ impl ChError {
 }
 
 impl Clickhouse {
-    pub fn new(settings: &Settings) -> Clickhouse {
-        let client = clickhouse::Client::default()
-            .with_url(settings.clickhouse_url.trim_end_matches('/'))
-            .with_user(&settings.clickhouse_user)
-            .with_password(&settings.clickhouse_password)
+    /// A client for the ClickHouse `settings` name, over TLS for `https://`. It fails only on
+    /// what [`Settings::validate`] checks too (the URL, its credentials, the CA file), so with
+    /// validated settings only if the CA file changed since. It does not connect yet.
+    pub fn new(settings: &Settings) -> Result<Clickhouse, ConfigError> {
+        let endpoint = settings.clickhouse_endpoint()?;
+        let client = super::http_client::client(&endpoint, settings.clickhouse_ca_file.as_deref())?
+            .with_url(endpoint.url)
+            .with_user(endpoint.user)
+            .with_password(endpoint.password)
             // The schema check sends a setting ClickHouse 18.16 does not know; rows are typed
             // here and the tables are ours, so plain RowBinary is safe.
             .with_validation(false);
-        Clickhouse {
+        Ok(Clickhouse {
             client,
             db: settings.clickhouse_database.clone(),
             features: Arc::default(),
-        }
+        })
     }
 
     pub fn database(&self) -> &str {

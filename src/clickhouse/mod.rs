@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod delivery;
+pub mod http_client;
 pub mod migrate;
 pub mod rows;
 pub mod sql;

@@ -60,15 +60,56 @@ pub struct ClickhouseServer {
     /// More `<profiles>` and `<users>` entries for users.xml.
     extra_profiles: String,
     extra_users: String,
+    /// The HTTPS port and how its certificate is made, with [`ClickhouseServer::start_tls`].
+    pub https_port: Option<u16>,
+    certificate: Certificate,
+    /// A user `hook` with this password, besides the password-less `default`.
+    hook_password: Option<String>,
+}
+
+/// How a test server's HTTPS certificate (for 127.0.0.1 and localhost) is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Certificate {
+    /// Signed by its own key; [`ClickhouseServer::ca_file`] is the certificate itself.
+    SelfSigned,
+    /// Signed by a CA made for the test, as a company's private CA would;
+    /// [`ClickhouseServer::ca_file`] is that CA's.
+    PrivateCa,
 }
 
 impl ClickhouseServer {
     pub fn start() -> ClickhouseServer {
-        Self::start_with_users("", "")
+        Self::start_with(None, None, "", "")
+    }
+
+    /// Also serves HTTPS on [`ClickhouseServer::https_url`] with a `certificate` that only
+    /// [`ClickhouseServer::ca_file`] makes trusted; plain HTTP stays, for `query`.
+    pub fn start_tls(certificate: Certificate) -> ClickhouseServer {
+        Self::start_with(Some(certificate), None, "", "")
+    }
+
+    /// [`ClickhouseServer::start_tls`] with a self-signed certificate, and a user `hook` that
+    /// logs in with `password` only.
+    pub fn start_tls_with_hook_user(password: &str) -> ClickhouseServer {
+        Self::start_with(
+            Some(Certificate::SelfSigned),
+            Some(password.to_string()),
+            "",
+            "",
+        )
     }
 
     /// Starts a server whose users.xml also has these `<profiles>` and `<users>` entries.
     pub fn start_with_users(extra_profiles: &str, extra_users: &str) -> ClickhouseServer {
+        Self::start_with(None, None, extra_profiles, extra_users)
+    }
+
+    fn start_with(
+        tls: Option<Certificate>,
+        hook_password: Option<String>,
+        extra_profiles: &str,
+        extra_users: &str,
+    ) -> ClickhouseServer {
         let dir = tempfile::Builder::new()
             .prefix("hookhouse-ch-")
             .tempdir()
@@ -80,19 +121,80 @@ impl ClickhouseServer {
             tcp_port: free_port(),
             extra_profiles: extra_profiles.to_string(),
             extra_users: extra_users.to_string(),
+            https_port: tls.map(|_| free_port()),
+            certificate: tls.unwrap_or(Certificate::SelfSigned),
+            hook_password,
         };
+        if tls.is_some() {
+            server.write_certificates();
+        }
         server.write_config();
         server.launch();
         server
     }
 
+    /// `server.crt` and `server.key` for 127.0.0.1 and localhost, and `ca.pem`, which makes
+    /// `server.crt` trusted.
+    fn write_certificates(&self) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().expect("server key");
+        let params =
+            CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).expect("params");
+        let (certificate, ca) = match self.certificate {
+            Certificate::SelfSigned => {
+                let certificate = params.self_signed(&key).expect("certificate").pem();
+                (certificate.clone(), certificate)
+            }
+            Certificate::PrivateCa => {
+                let ca_key = KeyPair::generate().expect("CA key");
+                let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+                ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+                ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+                ca.distinguished_name
+                    .push(rcgen::DnType::CommonName, "hookhouse test CA");
+                let ca_certificate = ca.self_signed(&ca_key).expect("CA certificate").pem();
+                let issuer = Issuer::new(ca, ca_key);
+                let certificate = params.signed_by(&key, &issuer).expect("certificate");
+                (certificate.pem(), ca_certificate)
+            }
+        };
+        let dir = self.dir.path();
+        std::fs::write(dir.join("ca.pem"), ca).expect("write CA");
+        std::fs::write(dir.join("server.crt"), certificate).expect("write certificate");
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write key");
+    }
+
+    /// The PEM file that makes the HTTPS certificate trusted (see [`Certificate`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn https_url(&self) -> String {
+        let port = self.https_port.expect("started with start_tls");
+        format!("https://127.0.0.1:{port}")
+    }
+
     fn write_config(&self) {
         let d = self.dir.path().display();
+        let https = match self.https_port {
+            Some(port) => format!(
+                r#"<https_port>{port}</https_port>
+  <openSSL><server><certificateFile>{d}/server.crt</certificateFile><privateKeyFile>{d}/server.key</privateKeyFile><verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols><preferServerCiphers>true</preferServerCiphers></server></openSSL>"#
+            ),
+            None => String::new(),
+        };
+        let hook = match &self.hook_password {
+            Some(password) => format!(
+                "<hook><password>{password}</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></hook>"
+            ),
+            None => String::new(),
+        };
         let config = format!(
             r#"<yandex>
   <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/error.log</errorlog><console>0</console></logger>
   <http_port>{http}</http_port>
   <tcp_port>{tcp}</tcp_port>
+  {https}
   <listen_host>127.0.0.1</listen_host>
   <path>{d}/data/</path>
   <tmp_path>{d}/tmp/</tmp_path>
@@ -110,12 +212,13 @@ impl ClickhouseServer {
         );
         let users = format!(
             r#"<yandex>
-  <profiles><default><log_queries>0</log_queries></default>{}</profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>{}</users>
+  <profiles><default><log_queries>0</log_queries></default>{profiles}</profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>{hook}{users}</users>
   <quotas><default></default></quotas>
 </yandex>
 "#,
-            self.extra_profiles, self.extra_users
+            profiles = self.extra_profiles,
+            users = self.extra_users
         );
         std::fs::write(self.dir.path().join("config.xml"), config).expect("write config");
         std::fs::write(self.dir.path().join("users.xml"), users).expect("write users");
@@ -142,7 +245,13 @@ impl ClickhouseServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok() && self.ping() {
+            let https_up = self
+                .https_port
+                .is_none_or(|port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+            if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
+                && self.ping()
+                && https_up
+            {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -325,7 +434,7 @@ pub fn admin(ch: &ClickhouseServer) -> Clickhouse {
         clickhouse_url: ch.url(),
         ..Settings::default()
     };
-    Clickhouse::new(&settings)
+    Clickhouse::new(&settings).expect("test settings are valid")
 }
 
 pub async fn setup_pipeline(ch: &ClickhouseServer, name: &str) -> Credentials {
@@ -443,9 +552,14 @@ impl GatewayProcess {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        process
-            .env
-            .push(("HOOKHOUSE_CLICKHOUSE_URL".into(), ch.url()));
+        if !env
+            .iter()
+            .any(|(name, _)| *name == "HOOKHOUSE_CLICKHOUSE_URL")
+        {
+            process
+                .env
+                .push(("HOOKHOUSE_CLICKHOUSE_URL".into(), ch.url()));
+        }
         process.launch();
         process
     }
