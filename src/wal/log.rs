@@ -381,7 +381,7 @@ impl Appender {
         let before = active.len;
         // Any failure seals this segment: on a full disk, space comes back only by deleting
         // sealed segments, and an empty one is simply used again (see above).
-        if let Err(error) = active.file.write_all(buf) {
+        if let Err(error) = write_frames(&mut active.file, buf) {
             // Nothing of this group was acknowledged. Cutting what was written of it leaves the
             // file ending on a whole frame, and then its numbers can be given out again.
             let restored = active.file.set_len(before).is_ok();
@@ -392,7 +392,7 @@ impl Appender {
             });
         }
         if self.fsync == FsyncMode::Always {
-            if let Err(error) = active.file.sync_data() {
+            if let Err(error) = sync_frames(&active.file) {
                 // After a failed fsync the page cache may not match the disk: the frames stay
                 // where they are (unacknowledged, so delivered at most once) and their numbers
                 // are never given out again.
@@ -423,7 +423,7 @@ impl Appender {
     fn roll(&mut self, first_seq: u64) -> io::Result<()> {
         if let Some(old) = self.active.take() {
             if self.unsynced && !old.broken {
-                old.file.sync_data()?;
+                sync_frames(&old.file)?;
                 self.unsynced = false;
             }
         }
@@ -452,13 +452,35 @@ impl Appender {
 
     fn sync_active(&mut self) {
         if let Some(active) = &mut self.active {
-            if let Err(error) = active.file.sync_data() {
+            if let Err(error) = sync_frames(&active.file) {
                 active.broken = true;
                 events::wal::write_failed(&error);
             }
         }
         self.unsynced = false;
     }
+}
+
+/// Writes a group's frames to the active segment.
+///
+/// The fail point lets tests make the write fail as a full disk does, after writing the number
+/// of bytes given as its argument (less than the whole group). Outside `cargo test` builds it
+/// compiles to nothing.
+fn write_frames(file: &mut File, buf: &[u8]) -> io::Result<()> {
+    fail::fail_point!("wal::write", |written: Option<String>| {
+        let written = written.and_then(|n| n.parse().ok()).unwrap_or(0);
+        file.write_all(&buf[..written.min(buf.len().saturating_sub(1))])?;
+        Err(io::Error::from_raw_os_error(libc::ENOSPC))
+    });
+    file.write_all(buf)
+}
+
+/// fsyncs a segment's data. The fail point lets tests make it fail (see [`write_frames`]).
+fn sync_frames(file: &File) -> io::Result<()> {
+    fail::fail_point!("wal::fsync", |_| Err(io::Error::from_raw_os_error(
+        libc::EIO
+    )));
+    file.sync_data()
 }
 
 /// [`recover`] for a log whose checkpoint is missing or damaged: the safe bounds follow from the

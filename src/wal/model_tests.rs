@@ -1,14 +1,37 @@
-//! The log against a model, over random sequences of appends, reads, checkpoints, crashes and
-//! reopens.
+//! The log against a model, over random sequences of appends, reads, checkpoints, crashes,
+//! reopens and failed writes and fsyncs, in both fsync modes (a parameter of each case).
 //!
-//! The model is the list of acknowledged records and the confirmed checkpoint. After every step
+//! The model is the list of acknowledged records, the confirmed checkpoint, and the records in
+//! doubt: sent, but never answered before a crash or answered with an error. After every step
 //! the log must hold exactly the acknowledged records above the checkpoint, in order, each once;
-//! its disk accounting must match the files; and every byte recovery cut must be in
-//! `quarantine/`. A crash drops the `Wal` without closing it, with requests still in flight
-//! (sent, never answered: each may or may not survive), then truncates the newest segment
-//! anywhere at or after the last durable offset an acknowledged append saw, and may append
-//! garbage or a torn frame, as a crash in the middle of a write would. Records found after a
-//! crash that were in flight join the model; the others must never appear.
+//! a record in doubt may be among them, once, where its number puts it, and is acknowledged from
+//! then on; its disk accounting must match the files; and every byte recovery cut must be in
+//! `quarantine/`. A recovery that does not find a record in doubt settles it: it must never
+//! appear afterwards.
+//!
+//! A crash drops the `Wal` without closing it, with requests still in flight, lets the appender
+//! write what was queued, then truncates the newest segment anywhere at or after the last offset
+//! an acknowledged append saw, and may append garbage or a torn frame, as a crash in the middle
+//! of a write would. Records found after a crash that were in flight join the model; the others
+//! must never appear. That is a crash of the process. In `interval` mode the offset an
+//! acknowledged append saw is only written, not yet fsynced, but the kernel still holds those
+//! bytes, so here too no acknowledged record may be lost. A crash of the machine, which may also
+//! drop written bytes never fsynced, is not simulated: `interval` mode does not promise to
+//! survive it (CONTRACT §5), and in `always` mode every acknowledged byte is fsynced, so it could
+//! do no more than the damage above.
+//!
+//! Failed writes and fsyncs come from the appender's fail points `wal::write` (optionally after
+//! writing part of the group, as a full disk does) and `wal::fsync`, on for the whole of the next
+//! `Append` step. Every request in it is answered `AppendError::Io` and its record is in doubt:
+//! after a failed write what was written of the group is cut and its numbers may be given out
+//! again; after a failed fsync the frames stay and their numbers are not (the model only takes
+//! growing numbers, each once). In `interval` mode a group is answered once written, and the
+//! failing fsync is most often the timer's, after the answer: those requests may be answered 200,
+//! and the step waits for that fsync. `Shared::failing` is set by the failure and cleared by the
+//! next append that succeeds, which starts a new segment.
+//!
+//! Fail points are process-global: every test here holds [`one_log_at_a_time`] while its `Wal`
+//! is open, so that a fault meant for one log never hits another. No other lib test opens one.
 //!
 //! Segments are 512 bytes, so a few records roll the log and checkpoints free whole segments.
 
@@ -16,7 +39,8 @@ use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,14 +50,21 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config;
 
-use super::log::{DurablePos, FsyncMode, Shared, Wal, WalConfig};
+use super::log::{AppendError, DurablePos, FsyncMode, Shared, Wal, WalConfig};
 use super::reader::{release_through, LogReader};
 use super::record::{self, NewRecord, MAGIC};
-use super::segment::list_segments;
+use super::segment::{list_segments, segment_path};
 use super::{Checkpoint, CheckpointFile};
 use crate::ingest::{AcceptedAt, Key, PipelineId, RequestId, Token};
 
 const SEGMENT_BYTES: u64 = 512;
+
+/// Held by each test that opens a `Wal`, for as long as it is open: see the module docs.
+fn one_log_at_a_time() -> MutexGuard<'static, ()> {
+    static ONE_LOG: Mutex<()> = Mutex::new(());
+    // A failed case leaves no fail point behind (they are removed on drop), so the lock is good.
+    ONE_LOG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What a crash leaves after the last byte it kept.
 #[derive(Debug, Clone)]
@@ -62,6 +93,18 @@ enum Op {
     },
     /// Closes the log cleanly (if open) and opens it again.
     Reopen,
+    /// Makes every write of the next `Append` step fail; with `partial`, after writing a part of
+    /// the group (a share of the step's bytes picked by the index).
+    FailWrite { partial: Option<Index> },
+    /// Makes every fsync fail during the next `Append` step.
+    FailFsync,
+}
+
+/// What goes wrong during the next `Append` step.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Write { partial: Option<Index> },
+    Fsync,
 }
 
 /// The log as it must look from outside.
@@ -70,7 +113,8 @@ struct Model {
     /// Every acknowledged record (and every in-flight one found after a crash), in log order.
     acked: Vec<(u64, Bytes)>,
     confirmed: u64,
-    /// Bodies sent but never answered before a crash.
+    /// Bodies sent but never answered before a crash, or answered with an error: each may be in
+    /// the log once, or not at all.
     in_doubt: HashSet<Bytes>,
     /// Bytes recovery cut off torn tails, over all reopens.
     torn: u64,
@@ -90,7 +134,7 @@ impl Model {
         self.acked.push((seq, body));
     }
 
-    /// A record in flight at a crash, found in the log after it: acknowledged from now on.
+    /// A record in doubt, found in the log: acknowledged from now on.
     fn survived(&mut self, seq: u64, body: Bytes) {
         assert!(
             seq > self.confirmed,
@@ -111,6 +155,41 @@ impl Model {
             .cloned()
             .collect()
     }
+
+    fn is_acked(&self, seq: u64, body: &Bytes) -> bool {
+        let at = self.acked.partition_point(|(s, _)| *s < seq);
+        self.acked
+            .get(at)
+            .is_some_and(|(s, b)| *s == seq && b == body)
+    }
+
+    /// Checks everything a reader starting after `after` has returned: each acknowledged record
+    /// above `after` once, in order, with records in doubt among them, which join the model.
+    fn check_read(&mut self, reader: &str, after: u64, found: &[(u64, Bytes)]) {
+        assert!(
+            found.windows(2).all(|w| w[0].0 < w[1].0),
+            "{reader}: the log is out of order: {:?}",
+            seqs(found)
+        );
+        for (seq, body) in found {
+            if self.is_acked(*seq, body) {
+                continue;
+            }
+            assert!(
+                self.in_doubt.remove(body),
+                "{reader}: record {seq} was never sent, or is there twice: found {:?}",
+                seqs(found)
+            );
+            self.survived(*seq, body.clone());
+        }
+        let expected = self.unconfirmed(after);
+        assert_eq!(
+            seqs(found),
+            seqs(&expected),
+            "{reader}: acknowledged records are missing or out of place"
+        );
+        assert!(found == expected, "{reader}: the bodies differ");
+    }
 }
 
 /// The open log and the reader that follows it, as the batch writer's would.
@@ -125,21 +204,29 @@ struct OpenLog {
 struct Harness {
     dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
+    fsync: FsyncMode,
     log: Option<OpenLog>,
     model: Model,
     bodies: u64,
+    /// To happen during the next `Append` step.
+    fault: Option<Fault>,
+    /// Appends have failed on the open log and none has succeeded since.
+    failed: bool,
 }
 
 impl Harness {
-    fn new() -> Harness {
+    fn new(fsync: FsyncMode) -> Harness {
         Harness {
             dir: scratch_dir(),
             rt: tokio::runtime::Builder::new_current_thread()
                 .build()
                 .expect("a current-thread runtime"),
+            fsync,
             log: None,
             model: Model::default(),
             bodies: 0,
+            fault: None,
+            failed: false,
         }
     }
 
@@ -153,7 +240,7 @@ impl Harness {
             // Large, so that the cap of a quarter of the budget leaves segments at 512 bytes.
             max_bytes: 1 << 40,
             segment_bytes: SEGMENT_BYTES,
-            fsync: FsyncMode::Always,
+            fsync: self.fsync,
         }
     }
 
@@ -182,6 +269,8 @@ impl Harness {
                 }
                 self.open();
             }
+            Op::FailWrite { partial } => self.fault = Some(Fault::Write { partial: *partial }),
+            Op::FailFsync => self.fault = Some(Fault::Fsync),
         }
         if self.log.is_some() {
             // The reader that follows the log sees every acknowledged record once, in order;
@@ -208,38 +297,17 @@ impl Harness {
             "every byte cut at recovery is kept in quarantine/"
         );
 
-        // Every acknowledged record is there. Records in flight at the crash may be too, in
-        // among them: a request answered just before the crash can follow one never answered.
-        // The live reader, as a restarted writer's, starts from the checkpoint.
+        // Every acknowledged record is there. Records in doubt may be too, in among them: a
+        // request answered just before the crash can follow one never answered. The live
+        // reader, as a restarted writer's, starts from the checkpoint.
         let shared = wal.shared().clone();
         let mut live = LogReader::new(shared.clone(), self.model.confirmed);
         let found = drain(&mut live, *shared.durable().borrow(), usize::MAX);
-        let known = self.model.unconfirmed(self.model.confirmed);
-        assert!(
-            found.windows(2).all(|w| w[0].0 < w[1].0),
-            "the log is out of order: {:?}",
-            seqs(&found)
-        );
-        let mut expected = known.iter().peekable();
-        for (seq, body) in &found {
-            if expected.peek() == Some(&&(*seq, body.clone())) {
-                expected.next();
-                continue;
-            }
-            assert!(
-                self.model.in_doubt.remove(body),
-                "record {seq} was never sent, is there twice, or is out of place: found {:?}",
-                seqs(&found)
-            );
-            self.model.survived(*seq, body.clone());
-        }
-        assert!(
-            expected.next().is_none(),
-            "recovery lost acknowledged records:\nexpected {:?}\nfound {:?}",
-            seqs(&known),
-            seqs(&found)
-        );
+        self.model
+            .check_read("recovery", self.model.confirmed, &found);
+        // A reader at open reads the whole log: what it did not find is gone for good.
         self.model.in_doubt.clear();
+        self.failed = false;
         assert!(
             recovery.last_seq >= self.model.last_seq(),
             "recovery would hand out seq {} again",
@@ -257,14 +325,81 @@ impl Harness {
     fn append(&mut self, fillers: &[String]) {
         self.ensure_open();
         let records: Vec<NewRecord> = fillers.iter().map(|f| self.record(f)).collect();
-        let open = self.log.as_ref().expect("opened above");
-        let answers = self.rt.block_on(join_all(
+        match self.fault.take() {
+            None => self.append_acknowledged(records),
+            Some(fault) => self.append_failing(records, fault),
+        }
+    }
+
+    /// Sends every record at once and waits for all the answers.
+    fn send(&self, records: &[NewRecord]) -> Vec<Result<u64, AppendError>> {
+        let open = self.log.as_ref().expect("the log is open");
+        self.rt.block_on(join_all(
             records.iter().map(|record| open.wal.append(record.clone())),
-        ));
+        ))
+    }
+
+    fn append_acknowledged(&mut self, records: Vec<NewRecord>) {
+        let answers = self.send(&records);
+        let mut first = u64::MAX;
         for (record, answer) in records.into_iter().zip(answers) {
             let seq = answer.expect("an append within budget and without I/O errors succeeds");
+            first = first.min(seq);
             self.model.ack(seq, record.body);
         }
+        let shared = self.log.as_ref().expect("the log is open").wal.shared();
+        assert!(
+            !shared.failing.load(Ordering::Relaxed),
+            "a successful append clears `failing`"
+        );
+        if std::mem::take(&mut self.failed) {
+            assert!(
+                segment_path(&self.wal_dir(), first).exists(),
+                "the first append after a failure, {first}, starts a new segment"
+            );
+        }
+    }
+
+    /// Appends with `fault` on, then checks that the log says it is failing.
+    fn append_failing(&mut self, records: Vec<NewRecord>, fault: Fault) {
+        let injected = match fault {
+            Fault::Write { partial } => {
+                // Bytes of the group written before the error; at least one is not written.
+                let total: usize = records.iter().map(NewRecord::frame_len).sum();
+                let written = partial.map_or(0, |at| at.index(total));
+                fail::FailGuard::new("wal::write", &format!("return({written})"))
+            }
+            Fault::Fsync => fail::FailGuard::new("wal::fsync", "return"),
+        }
+        .expect("a valid fail point");
+        let answers = self.send(&records);
+        // In `interval` mode a group is answered once written: its fsync comes later.
+        let answered_before_fsync =
+            matches!(fault, Fault::Fsync) && self.fsync == FsyncMode::Interval;
+        for (record, answer) in records.into_iter().zip(answers) {
+            match answer {
+                Ok(seq) if answered_before_fsync => self.model.ack(seq, record.body),
+                Err(AppendError::Io) => {
+                    self.model.in_doubt.insert(record.body);
+                }
+                other => panic!("an append during {fault:?} answered {other:?}"),
+            }
+        }
+        let shared = self.log.as_ref().expect("the log is open").wal.shared();
+        if answered_before_fsync {
+            // The timer asks for an fsync every SYNC_INTERVAL; while the fail point is on, the
+            // first one after the writes fails.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !shared.failing.load(Ordering::Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        assert!(
+            shared.failing.load(Ordering::Relaxed),
+            "{fault:?} sets `failing`"
+        );
+        drop(injected);
+        self.failed = true;
     }
 
     /// The live reader returns, over the log's lifetime, every acknowledged record after the
@@ -274,16 +409,8 @@ impl Harness {
         let durable = *open.wal.shared().durable().borrow();
         let got = drain(&mut open.live, durable, batch);
         open.live_seen.extend(got);
-        let expected = self.model.unconfirmed(open.live_from);
-        assert_eq!(
-            seqs(&open.live_seen),
-            seqs(&expected),
-            "the live reader's records"
-        );
-        assert!(
-            open.live_seen == expected,
-            "the live reader's bodies differ"
-        );
+        self.model
+            .check_read("the live reader", open.live_from, &open.live_seen);
     }
 
     fn checkpoint(&mut self, pick: Index) {
@@ -311,7 +438,8 @@ impl Harness {
         self.model.confirmed = confirmed;
 
         let shared = open.wal.shared();
-        let active = shared.durable().borrow().segment;
+        // The segment the appender writes to: after failed appends, not the last one written.
+        let active = shared.active_segment.load(Ordering::Relaxed);
         let before = segment_contents(&self.wal_dir());
         let freed = release_through(shared, confirmed).expect("release segments");
         let after: HashSet<PathBuf> = list_segments(&self.wal_dir())
@@ -321,12 +449,15 @@ impl Harness {
             .collect();
         let mut deleted_bytes = 0;
         for segment in before.iter().filter(|s| !after.contains(&s.path)) {
-            assert!(
-                segment.seqs.iter().all(|seq| *seq <= confirmed),
-                "released {} holding {:?}, above the checkpoint {confirmed}",
-                segment.path.display(),
-                segment.seqs
-            );
+            // Above the checkpoint, only frames of failed appends that no reader has found yet
+            // (left by a failed fsync) may go: nobody was told they are in the log.
+            for (seq, body) in segment.records.iter().filter(|(seq, _)| *seq > confirmed) {
+                assert!(
+                    self.model.in_doubt.remove(body),
+                    "released {} holding {seq}, above the checkpoint {confirmed}",
+                    segment.path.display(),
+                );
+            }
             assert_ne!(segment.first_seq, active, "released the active segment");
             deleted_bytes += segment.len;
         }
@@ -367,9 +498,11 @@ impl Harness {
             }
         }
         drop(open);
-        // The appender writes what was queued before it notices the log is gone. Wait for that,
-        // so that the damage below lands after its last write, as it would in a real crash.
-        wait_for_durable(&shared, acked_at.seq + in_flight.len() as u64);
+        // The appender writes what was queued before it notices the log is gone. Wait for it to
+        // stop, so that the damage below lands after its last write, as it would in a real crash.
+        // (Counting the records written would not do: a failed fsync leaves gaps in the numbers.)
+        let shared = wait_for_appender_to_stop(shared);
+        let next_seq = shared.durable().borrow().seq + 1;
         drop(shared);
 
         let Some(newest) = list_segments(&wal_dir).expect("list segments").pop() else {
@@ -403,8 +536,7 @@ impl Harness {
             Garbage::Magic(bytes) => [&MAGIC[..], bytes].concat(),
             Garbage::TornFrame(at) => {
                 let mut frame = Vec::new();
-                self.record("torn")
-                    .encode_into(acked_at.seq + in_flight.len() as u64 + 1, &mut frame);
+                self.record("torn").encode_into(next_seq, &mut frame);
                 let keep = at.index(frame.len());
                 frame.truncate(keep);
                 frame
@@ -507,9 +639,15 @@ fn drain(reader: &mut LogReader, durable: DurablePos, batch: usize) -> Vec<(u64,
     panic!("the reader never ran dry");
 }
 
-fn wait_for_durable(shared: &Shared, seq: u64) {
+/// Waits for the appender of a dropped log to finish: it holds the last other reference.
+fn wait_for_appender_to_stop(shared: Arc<Shared>) -> Shared {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.durable().borrow().seq < seq {
+    let mut shared = shared;
+    loop {
+        match Arc::try_unwrap(shared) {
+            Ok(only) => return only,
+            Err(still_shared) => shared = still_shared,
+        }
         assert!(
             Instant::now() < deadline,
             "the appender never wrote the queued records"
@@ -526,7 +664,7 @@ struct SegmentContents {
     first_seq: u64,
     path: PathBuf,
     len: u64,
-    seqs: Vec<u64>,
+    records: Vec<(u64, Bytes)>,
 }
 
 /// What each segment file holds, parsed here rather than with the cursor under test.
@@ -536,12 +674,12 @@ fn segment_contents(dir: &Path) -> Vec<SegmentContents> {
         .into_iter()
         .map(|s| {
             let bytes = fs::read(&s.path).expect("read a segment");
-            let mut seqs = Vec::new();
+            let mut records = Vec::new();
             let mut at = 0;
             while at < bytes.len() {
                 match record::decode(&bytes[at..]) {
                     Ok((record, len)) => {
-                        seqs.push(record.seq);
+                        records.push((record.seq, record.body));
                         at += len;
                     }
                     Err(_) => match record::find_magic(&bytes, at + 1) {
@@ -554,7 +692,7 @@ fn segment_contents(dir: &Path) -> Vec<SegmentContents> {
                 first_seq: s.first_seq,
                 path: s.path,
                 len: bytes.len() as u64,
-                seqs,
+                records,
             }
         })
         .collect()
@@ -603,6 +741,8 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(in_flight, cut, garbage)| Op::Crash { in_flight, cut, garbage }),
         1 => Just(Op::Reopen),
+        1 => proptest::option::of(any::<Index>()).prop_map(|partial| Op::FailWrite { partial }),
+        1 => Just(Op::FailFsync),
     ]
 }
 
@@ -617,8 +757,12 @@ proptest! {
     })]
 
     #[test]
-    fn the_log_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..24)) {
-        let mut harness = Harness::new();
+    fn the_log_behaves_like_its_model(
+        fsync in prop_oneof![Just(FsyncMode::Always), Just(FsyncMode::Interval)],
+        ops in proptest::collection::vec(op(), 1..24),
+    ) {
+        let _one_log = one_log_at_a_time();
+        let mut harness = Harness::new(fsync);
         for op in &ops {
             harness.step(op);
         }
@@ -633,6 +777,7 @@ proptest! {
 /// both are quarantined as `00000000000000000001.wal.at-0.bin`, so the second is dropped.
 #[test]
 fn torn_tails_of_two_segments_with_one_name_are_both_kept() {
+    let _one_log = one_log_at_a_time();
     let dir = scratch_dir();
     let config = WalConfig {
         dir: dir.path().to_path_buf(),
