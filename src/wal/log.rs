@@ -454,6 +454,8 @@ impl Appender {
         if let Some(active) = &mut self.active {
             if let Err(error) = sync_frames(&active.file) {
                 active.broken = true;
+                // Readiness must see it: in `interval` mode this is the only fsync there is.
+                self.shared.failing.store(true, Ordering::Relaxed);
                 events::wal::write_failed(&error);
             }
         }
