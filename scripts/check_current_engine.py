@@ -126,21 +126,25 @@ class Engine:
         previous = {name: self.setting(name) for name in settings}
         try:
             for name, value in settings.items():
-                self.session.query(f"SET {name} = {quote(value)}")
+                self.query(what, f"SET {name} = {quote(value)}", HTTP_FORMAT, request)
             request["applied"] = {name: self.setting(name) for name in settings}
-            try:
-                body = self.session.query(statement, answer_format).bytes()
-            except Exception as error:  # chDB's exception classes changed between releases
-                raise Failure(
-                    f"{what}: ClickHouse {self.version} refuses\n    {sql[:2000]}\n"
-                    f"  with URL parameters {request['settings']}:\n    {error}"
-                ) from error
+            body = self.query(what, statement, answer_format, request)
         finally:
             for name, value in previous.items():
                 self.session.query(f"SET {name} = {quote(value)}")
         if request["applied"] != settings:
             raise Failure(f"{what}: settings {settings} did not take: {request['applied']}")
         return {"status": 200, "body_hex": body.hex()}
+
+    def query(self, what, sql, answer_format, request):
+        """The answer to `sql`, which runs for `request`; an error fails the check."""
+        try:
+            return self.session.query(sql, answer_format).bytes()
+        except Exception as error:  # chDB's exception classes changed between releases
+            raise Failure(
+                f"{what}: ClickHouse {self.version} refuses\n    {sql[:2000]}\n"
+                f"  (request with URL parameters {request['settings']}):\n    {error}"
+            ) from error
 
     def statement(self, what, sql, rowbinary_hex):
         """The statement to run: as sent, or for an insert with data, reading that data from
@@ -189,7 +193,7 @@ def exchange(engine, binary):
 
 def expect(failures, label, have, want):
     if have != want:
-        failures.append(f"{label}:\n    engine: {have!r}\n    wanted: {want!r}")
+        failures.append(f"{label}:\n    got:    {have!r}\n    wanted: {want!r}")
 
 
 def float_bits(number):
@@ -298,7 +302,7 @@ def check_writer_queries(engine, results, failures):
         )
         wanted = dict(results[wanted])
         found = {name: have.get(name) for name in wanted}
-        expect(failures, f"types of {table}'s columns (rows.rs)", found, wanted)
+        expect(failures, f"types of the columns of {table} (rows.rs)", found, wanted)
     expect(failures, "delivery.running_inserts", results["running_inserts"], 0)
 
 
