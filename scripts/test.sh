@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tests hookhouse: installs ClickHouse if missing (the tests start their own servers from Debian's
-# clickhouse-server), then cargo fmt --check, cargo clippy -D warnings and the whole cargo test
-# suite. Extra arguments go to cargo test, e.g. scripts/test.sh -- --nocapture.
+# clickhouse-server), then cargo fmt --check, cargo clippy -D warnings, the current-engine check
+# (scripts/check-current-engine.sh: every statement on ClickHouse 26.9, 25.8 and 24.8 through chDB)
+# and the whole cargo test suite. Extra arguments go to cargo test, e.g.
+# scripts/test.sh -- --nocapture.
 # rustfmt and clippy are skipped with a warning when the toolchain lacks them.
 set -euo pipefail
 
@@ -36,6 +38,9 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
     warn "clippy is not installed for this toolchain: skipping cargo clippy"
 fi
+
+step "scripts/check-current-engine.sh"
+scripts/check-current-engine.sh
 
 step "cargo test${*:+ $*}"
 cargo test "$@"
