@@ -224,6 +224,7 @@ def check_store(engine, results, failures):
     db = results["database"]
     applied = results["migrate_applied"]
     expect(failures, "migrations applied (first run, second)", applied, [results["migrations"], []])
+    expect(failures, "schema_applied (before migrating, after)", results["schema_applied"], [False, True])
 
     fields = ["pipeline_id", "name", "active", "created_at", "version"]
     latest = [[row[f] for f in fields] for row in results["pipelines_latest"]]

@@ -261,3 +261,34 @@ fn an_unreachable_clickhouse_is_one_clear_line() {
         "{err}"
     );
 }
+
+#[test]
+fn read_only_commands_never_create_the_database() {
+    let ch = ClickhouseServer::start();
+    for args in [
+        &["pipeline", "list"][..],
+        &["token", "list"],
+        &["--json", "token", "list"],
+    ] {
+        let (code, out, err) = run(&ch, args);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("database hookhouse does not exist") && err.contains("hookhouse migrate"),
+            "{err}"
+        );
+    }
+    let databases =
+        ch.query_blocking("SELECT count() FROM system.databases WHERE name = 'hookhouse'");
+    assert_eq!(
+        databases.trim(),
+        "0",
+        "a read-only command created the database"
+    );
+    let (code, _, err) = run(&ch, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        json(&ch, &["--json", "pipeline", "list"]),
+        serde_json::json!([])
+    );
+}

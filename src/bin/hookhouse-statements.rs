@@ -122,8 +122,23 @@ async fn admin(
     results: &mut Map<String, Value>,
 ) -> anyhow::Result<Admin> {
     step(recorder, "clickhouse.ping", ch.ping(QUERY_TIMEOUT)).await?;
+    let before = step(
+        recorder,
+        "migrate.schema_applied",
+        migrate::schema_applied(ch),
+    )
+    .await?;
     let first = step(recorder, "migrate", migrate::migrate(ch)).await?;
     let again = step(recorder, "migrate.again", migrate::migrate(ch)).await?;
+    let after = step(
+        recorder,
+        "migrate.schema_applied",
+        migrate::schema_applied(ch),
+    )
+    .await?;
+    results.insert("schema_applied".into(), json!([before, after]));
+    // Migrating asked already (its tracking row is an insert); ask again under its own name.
+    ch.forget_features();
     let features = step(recorder, "clickhouse.features", ch.features()).await?;
 
     let open = store::create_pipeline(ch, "orders");

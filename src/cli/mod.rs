@@ -135,12 +135,32 @@ async fn admin_client(settings: &Settings) -> anyhow::Result<Clickhouse> {
     Ok(ch)
 }
 
+/// A client for a command that only reads: it never creates the database or a table
+/// (CONTRACT §7), and says so when they are not there.
+async fn read_client(settings: &Settings) -> anyhow::Result<Clickhouse> {
+    let ch = Clickhouse::new(settings)?;
+    let applied = migrate::schema_applied(&ch)
+        .await
+        .with_context(|| unreachable(settings))?;
+    if !applied {
+        anyhow::bail!(
+            "database {} does not exist or has no hookhouse tables on {}; create them with `hookhouse migrate`",
+            settings.clickhouse_database,
+            unreachable(settings)
+        );
+    }
+    Ok(ch)
+}
+
 async fn pipeline(
     command: PipelineCommand,
     settings: &Settings,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let ch = admin_client(settings).await?;
+    let ch = match command {
+        PipelineCommand::List => read_client(settings).await?,
+        _ => admin_client(settings).await?,
+    };
     match command {
         PipelineCommand::Create { name } => {
             let row = store::create_pipeline(&ch, &name).await?;
@@ -198,7 +218,10 @@ async fn pipeline(
 }
 
 async fn token(command: TokenCommand, settings: &Settings, as_json: bool) -> anyhow::Result<()> {
-    let ch = admin_client(settings).await?;
+    let ch = match command {
+        TokenCommand::List => read_client(settings).await?,
+        _ => admin_client(settings).await?,
+    };
     match command {
         TokenCommand::Create { name, pipelines } => {
             let (row, key, token) = store::create_token(&ch, &name, &pipelines).await?;

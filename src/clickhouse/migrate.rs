@@ -17,6 +17,30 @@ struct Applied {
     version: u32,
 }
 
+/// A row of `schema_migrations`, written like every other insert (synchronously).
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+struct Migration {
+    version: u32,
+    name: String,
+    applied_at: u32,
+}
+
+/// Whether the database exists and holds hookhouse's tables. Asked by read-only commands,
+/// which must never create anything (CONTRACT §7).
+pub async fn schema_applied(ch: &Clickhouse) -> Result<bool, ChError> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Count {
+        n: u64,
+    }
+    let sql = format!(
+        "SELECT count() AS n FROM system.tables WHERE database = '{}' \
+         AND name IN ('pipelines', 'tokens')",
+        ch.database()
+    );
+    let rows: Vec<Count> = ch.fetch_all(&sql).await?;
+    Ok(rows.first().is_some_and(|c| c.n == 2))
+}
+
 /// Creates the database if needed and applies every migration not yet recorded. Returns the
 /// versions applied now.
 pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
@@ -45,10 +69,16 @@ pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
         for statement in statements(sql, ch.database()) {
             ch.execute(&statement).await?;
         }
-        ch.execute(&format!(
-            "INSERT INTO {tracking} (version, name, applied_at) VALUES ({version}, '{name}', now())"
-        ))
-        .await?;
+        let applied_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as u32;
+        let row = Migration {
+            version: *version,
+            name: name.to_string(),
+            applied_at,
+        };
+        ch.insert_one(&tracking, &row).await?;
         applied.push(*version);
     }
     events::writer::migrations_applied(&applied);
