@@ -51,6 +51,10 @@ impl Application {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
         let lock = DataDirLock::acquire(&data_dir)?;
+        // Before anything starts: a gateway that cannot listen must not leave a writer behind.
+        let addr = settings.listen_addr()?;
+        let listener = TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (HOOKHOUSE_LISTEN)"))?;
         let instance_id = instance_id(&data_dir)?;
         let wal_config = WalConfig {
             dir: data_dir.clone(),
@@ -120,10 +124,11 @@ impl Application {
                             _ => None,
                         },
                     )
-                    // Unreadable now: check everything it may have sent.
+                    // Unreadable now: check everything it may have sent, which the newest
+                    // durable record bounds.
                     .unwrap_or(Checkpoint {
                         confirmed: recovery.checkpoint.confirmed,
-                        attempted: u64::MAX,
+                        attempted: shared.durable().borrow().seq,
                     });
                 let retry = Retry::new(
                     shutdown.clone(),
@@ -165,9 +170,6 @@ impl Application {
             metrics,
         });
 
-        let addr = settings.listen_addr()?;
-        let listener = TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr} (HOOKHOUSE_LISTEN)"))?;
         let port = listener.local_addr()?.port();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server =
@@ -252,7 +254,17 @@ fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
         Ok(id) if !id.trim().is_empty() && id.trim().chars().all(|c| c.is_ascii_hexdigit()) => {
             Ok(id.trim().to_string())
         }
-        _ => {
+        // A new id would hide this gateway's earlier inserts from the writer's check: say so
+        // rather than guess.
+        Ok(_) => anyhow::bail!(
+            "{} is damaged; it names this gateway's inserts in ClickHouse. Delete it only once no \
+             insert of this gateway can still be running there (see system.processes)",
+            path.display()
+        ),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot read {}", path.display()))
+        }
+        Err(_) => {
             let id = uuid::Uuid::new_v4().simple().to_string();
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, &id)?;

@@ -99,9 +99,8 @@ impl ChError {
                 Some(code) if PERMANENT_CODES.contains(&code) => Failure::Permanent,
                 _ => Failure::Retryable,
             },
-            E::InvalidParams(_) | E::Custom(_) | E::SequenceMustHaveLength | E::Compression(_) => {
-                Failure::Permanent
-            }
+            // Everything on this side (parameters, compression, the crate's own errors) would
+            // fail every row alike and is none of the rows' fault: never split a batch over it.
             _ => Failure::Retryable,
         }
     }

@@ -337,7 +337,11 @@ impl Appender {
         let result = self.write_group(first_seq, buf);
         match result {
             Ok(pos) => {
-                self.shared.failing.store(false, Ordering::Relaxed);
+                // In `interval` mode only an fsync clears it (`sync_active`): a write that
+                // succeeds says nothing of the fsyncs that keep failing.
+                if self.fsync == FsyncMode::Always {
+                    self.shared.failing.store(false, Ordering::Relaxed);
+                }
                 events::wal::group_committed(accepted.len(), buf.len(), started.elapsed());
                 self.shared.durable.send_replace(pos);
                 for (seq, reply) in accepted {
@@ -457,6 +461,8 @@ impl Appender {
                 // Readiness must see it: in `interval` mode this is the only fsync there is.
                 self.shared.failing.store(true, Ordering::Relaxed);
                 events::wal::write_failed(&error);
+            } else if !active.broken {
+                self.shared.failing.store(false, Ordering::Relaxed);
             }
         }
         self.unsynced = false;

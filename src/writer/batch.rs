@@ -49,6 +49,7 @@ impl Batches {
         let mut batch = Vec::new();
         let mut bytes = 0;
         let mut first_at: Option<Instant> = None;
+        let mut backoff = Retry::backoff();
         loop {
             let durable = *self.durable.borrow_and_update();
             let before = batch.len();
@@ -56,9 +57,7 @@ impl Batches {
             batch = match self.read(durable, batch, left).await {
                 Ok(batch) => batch,
                 Err((batch, error)) => {
-                    retry
-                        .pause_disk("read log", &error, &mut Retry::backoff())
-                        .await?;
+                    retry.pause_disk("read log", &error, &mut backoff).await?;
                     batch
                 }
             };

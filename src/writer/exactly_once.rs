@@ -44,6 +44,8 @@ use crate::events;
 
 /// The longest an insert may be given after repeated timeouts.
 const MAX_INSERT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often a writer waiting on ClickHouse tells the supervisor it is alive.
+const BEAT_EVERY: Duration = Duration::from_secs(5);
 /// How often the writer asks whether its inserts still run.
 const SETTLE_POLL: Duration = Duration::from_millis(100);
 
@@ -133,7 +135,8 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
                 if part.is_empty() {
                     break;
                 }
-                let Err(error) = self.destination.insert(&part, self.timeout).await else {
+                let insert = self.destination.insert(&part, self.timeout);
+                let Err(error) = beating(retry, insert).await else {
                     self.timeout = self.configured_timeout;
                     count(&part, &mut landed);
                     break;
@@ -217,7 +220,7 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
         loop {
             self.settle(retry).await?;
             events::writer::presence_checked(part.len());
-            match self.destination.present(&part).await {
+            match beating(retry, self.destination.present(&part)).await {
                 Ok(present) => {
                     let before = part.len();
                     let rest: Vec<Landing> = part
@@ -260,6 +263,18 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
                 events::writer::waiting_for_own_inserts(running);
             }
             retry.sleep(SETTLE_POLL).await?;
+        }
+    }
+}
+
+/// Awaits `call`, telling the supervisor every few seconds that the writer is alive: an insert
+/// may rightly take as long as its (growing) timeout, and liveness must not call that a stall.
+async fn beating<T>(retry: &Retry, call: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            out = &mut call => return out,
+            _ = tokio::time::sleep(BEAT_EVERY) => retry.beat(),
         }
     }
 }
