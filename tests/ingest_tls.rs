@@ -99,7 +99,7 @@ async fn webhooks_probes_and_metrics_are_served_over_https_only() {
         "the row sent over HTTPS did not land"
     );
 
-    // Plain HTTP to the TLS port gets no answer: rustls closes on a record that is not TLS.
+    // Plain HTTP to the TLS port gets no HTTP answer, only a TLS alert and a closed connection.
     let plain = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
