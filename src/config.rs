@@ -288,8 +288,9 @@ impl Settings {
                 "must be at most 5000, so that a revocation takes effect within 10 s",
             ));
         }
-        // Reads both files and checks that the key is the certificate's.
-        crate::http::tls::server_config(self)?;
+        // Both or neither. The files themselves are read by `serve` only: the admin commands
+        // do not need them, nor the right to read the key.
+        crate::http::tls::files(self)?;
         Ok(())
     }
 

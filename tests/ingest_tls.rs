@@ -218,3 +218,29 @@ fn bad_tls_files_stop_serve_with_one_line_naming_the_setting() {
         assert!(!line.contains("panicked"), "{case}: {line}");
     }
 }
+
+#[test]
+fn admin_commands_do_not_read_the_files_but_want_both_or_neither() {
+    let files = Files::new();
+    let missing = files.path("missing.pem").to_string_lossy().into_owned();
+    let cert = files.path("cert.pem").to_string_lossy().into_owned();
+    let nowhere = ("HOOKHOUSE_CLICKHOUSE_URL", "http://127.0.0.1:9");
+    // A key the operator's account cannot read does not stop `pipeline list`: it fails on the
+    // ClickHouse that is not there instead.
+    let (code, _, stderr) = hookhouse_cli(
+        &["pipeline", "list"],
+        &[
+            nowhere,
+            ("HOOKHOUSE_TLS_CERT_FILE", &cert),
+            ("HOOKHOUSE_TLS_KEY_FILE", &missing),
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!stderr.contains("HOOKHOUSE_TLS"), "{stderr}");
+    let (code, _, stderr) = hookhouse_cli(
+        &["pipeline", "list"],
+        &[nowhere, ("HOOKHOUSE_TLS_CERT_FILE", &cert)],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("HOOKHOUSE_TLS_KEY_FILE"), "{stderr}");
+}

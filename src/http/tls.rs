@@ -1,13 +1,14 @@
 //! HTTPS on the ingest listener (CONTRACT §11): the rustls server configuration made from
 //! `HOOKHOUSE_TLS_CERT_FILE` and `HOOKHOUSE_TLS_KEY_FILE`.
 //!
-//! Both are set or neither; with neither the listener speaks plain HTTP, as before. The files
-//! are read and checked once, at start-up, by [`server_config`]: each must be readable PEM, the
-//! first certificate of the chain is the server's own, and the key must be the one it
-//! certifies. Anything else stops start-up with one [`ConfigError`] naming the setting to fix,
-//! rather than a listener that fails every handshake. There is one TLS stack in hookhouse,
-//! rustls on ring, the same as for HTTPS to ClickHouse; the files are not read again while
-//! serving (a new certificate takes a restart).
+//! Both are set or neither ([`files`], checked with the other settings); with neither the
+//! listener speaks plain HTTP, as before. The files are read and checked by [`server_config`]
+//! when `serve` starts, before it opens anything: each must be readable PEM, the first
+//! certificate of the chain is the server's own, and the key must be the one it certifies.
+//! Anything else stops start-up with one [`ConfigError`] naming the setting to fix, rather than a
+//! listener that fails every handshake. There is one TLS stack in hookhouse, rustls on ring, the
+//! same as for HTTPS to ClickHouse. The files are not read again while serving: a new
+//! certificate takes a restart.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,13 +22,21 @@ use crate::config::{ConfigError, Settings};
 const CERT_SETTING: &str = "HOOKHOUSE_TLS_CERT_FILE";
 const KEY_SETTING: &str = "HOOKHOUSE_TLS_KEY_FILE";
 
+/// The two files, or `None` for plain HTTP; one without the other is refused. Reads nothing:
+/// [`Settings::validate`] calls it for every command, and only `serve` needs the files.
+pub fn files(settings: &Settings) -> Result<Option<(&Path, &Path)>, ConfigError> {
+    match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (Some(_), None) => Err(only_one(KEY_SETTING, CERT_SETTING)),
+        (None, Some(_)) => Err(only_one(CERT_SETTING, KEY_SETTING)),
+    }
+}
+
 /// The listener's TLS configuration, or `None` for plain HTTP when neither file is set.
 pub fn server_config(settings: &Settings) -> Result<Option<ServerConfig>, ConfigError> {
-    let (cert_file, key_file) = match (&settings.tls_cert_file, &settings.tls_key_file) {
-        (None, None) => return Ok(None),
-        (Some(cert), Some(key)) => (cert, key),
-        (Some(_), None) => return Err(only_one(KEY_SETTING, CERT_SETTING)),
-        (None, Some(_)) => return Err(only_one(CERT_SETTING, KEY_SETTING)),
+    let Some((cert_file, key_file)) = files(settings)? else {
+        return Ok(None);
     };
     let chain = read_certificates(cert_file)?;
     let key = read_private_key(key_file)?;
