@@ -3,6 +3,7 @@
 # current ClickHouse engines (CONTRACT §4, §7), without a server: chDB from PyPI runs ClickHouse
 # in-process. `hookhouse-statements` (src/bin/) drives the library's real code and prints each
 # request; scripts/check_current_engine.py answers them from chDB and checks the tables after.
+# Then scripts/check_readme_queries.py runs README.md's "Querying" SQL on the same engine.
 #
 # Each pinned chDB gets its own venv under .cache/chdb/ (created once, then reused):
 #   4.4.0 = ClickHouse 26.9 (required), 3.7.2 = 25.8, 2.1.1 = 24.8.
@@ -57,4 +58,6 @@ for version in "${versions[@]}"; do
     ensure_venv "$version"
     step "statements on chdb $version"
     "$cache/$version/bin/python" scripts/check_current_engine.py "$statements"
+    step "README queries on chdb $version"
+    "$cache/$version/bin/python" scripts/check_readme_queries.py README.md ../shared/payloads/github
 done

@@ -61,6 +61,11 @@ pub struct Settings {
     /// insert that outlives it is not sent again until ClickHouse says it has stopped.
     pub clickhouse_insert_timeout_secs: u64,
     pub log_format: LogFormat,
+    /// PEM certificate chain for HTTPS on `listen` (CONTRACT §11); set with `tls_key_file` or not
+    /// at all (see [`crate::http::tls`]).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`'s certificate.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -89,6 +94,8 @@ impl Default for Settings {
             max_inflight_bytes: 256 * 1024 * 1024,
             clickhouse_insert_timeout_secs: 120,
             log_format: LogFormat::Text,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -134,6 +141,8 @@ const FIELDS: &[&str] = &[
     "max_inflight_bytes",
     "clickhouse_insert_timeout_secs",
     "log_format",
+    "tls_cert_file",
+    "tls_key_file",
 ];
 
 /// The settings that are text (or paths): any value is theirs, whatever it looks like.
@@ -145,6 +154,8 @@ const TEXT_FIELDS: &[&str] = &[
     "clickhouse_ca_file",
     "clickhouse_database",
     "data_dir",
+    "tls_cert_file",
+    "tls_key_file",
 ];
 
 impl Settings {
@@ -277,6 +288,9 @@ impl Settings {
                 "must be at most 5000, so that a revocation takes effect within 10 s",
             ));
         }
+        // Both or neither. The files themselves are read by `serve` only: the admin commands
+        // do not need them, nor the right to read the key.
+        crate::http::tls::files(self)?;
         Ok(())
     }
 
@@ -481,6 +495,8 @@ impl fmt::Debug for Settings {
             max_inflight_bytes,
             clickhouse_insert_timeout_secs,
             log_format,
+            tls_cert_file,
+            tls_key_file,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -509,6 +525,8 @@ impl fmt::Debug for Settings {
                 clickhouse_insert_timeout_secs,
             )
             .field("log_format", log_format)
+            .field("tls_cert_file", tls_cert_file)
+            .field("tls_key_file", tls_key_file)
             .finish()
     }
 }

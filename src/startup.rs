@@ -44,6 +44,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // Before anything is opened: bad certificate files stop start-up at once.
+        let tls = http::tls::server_config(&settings)?;
         // First, so that what recovery finds is counted too.
         let metrics = telemetry::metrics();
         events::describe();
@@ -177,10 +179,14 @@ impl Application {
                 .workers(workers)
                 .max_connections(settings.max_connections.div_ceil(workers))
                 .shutdown_timeout(settings.shutdown_grace_secs)
-                .disable_signals()
-                .listen(listener)?
-                .run();
-        tracing::info!(%addr, port, "hookhouse is listening");
+                .disable_signals();
+        // Ingest, probes and metrics alike: one listener, HTTPS when configured.
+        let (server, scheme) = match tls {
+            Some(config) => (server.listen_rustls_0_23(listener, config)?, "https"),
+            None => (server.listen(listener)?, "http"),
+        };
+        let server = server.run();
+        tracing::info!(%addr, port, scheme, "hookhouse is listening");
         Ok(Application {
             port,
             server_handle: server.handle(),

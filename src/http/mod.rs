@@ -1,9 +1,11 @@
-//! The HTTP edge: the ingest route, probes and metrics, and what they share.
+//! The HTTP edge: the ingest route, probes and metrics, and what they share; [`tls`] makes the
+//! listener speak HTTPS when configured.
 
 pub mod answer;
 pub mod ingest;
 pub mod limits;
 pub mod probes;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
