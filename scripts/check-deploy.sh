@@ -176,8 +176,9 @@ install_missing
 PATH=$PATH:/usr/sbin:/sbin
 scripts/install-clickhouse.sh >/dev/null
 
+# (pip's output is read whole: `pip freeze | grep -q` under pipefail fails when grep stops early.)
 if [[ ! -x "$VENV/bin/kubernetes-validate" ]] ||
-    ! "$VENV/bin/pip" freeze 2>/dev/null | grep -qx "${PY_REQUIREMENTS[0]}"; then
+    ! grep -qx "${PY_REQUIREMENTS[0]}" <<<"$("$VENV/bin/pip" freeze 2>/dev/null)"; then
     step "pip install ${PY_REQUIREMENTS[0]} (into ${VENV#"$ROOT"/})"
     rm -rf "$VENV"
     python3 -m venv "$VENV"
@@ -412,13 +413,16 @@ EOF
 # (502) so that the error log gets its say. Prints the HTTP codes.
 exercise_proxy() {
     local base=$1 answers=() q="pipeline_id=1&key=6f1c1c0e-8f0e-4c47-9a43-0d3b5c1a2b3c"
-    answers+=("$(curl -sk -o /dev/null -w '%{http_code}' --data '{"a":1}' "$base/?$q&token=$SECRET")")
-    answers+=("$(curl -sk -o /dev/null -w '%{http_code}' --data '{"a":1}' "$base/?%74oken=$SECRET&$q")")
-    answers+=("$(curl -sk -o /dev/null -w '%{http_code}' --data '{"a":1}' "$base/?token=${SECRET}a&$q&token=${SECRET}b")")
-    answers+=("$(curl -sk -o /dev/null -w '%{http_code}' --data-binary @"$work/body-10.5MiB" "$base/?$q&token=$SECRET")")
-    answers+=("$(curl -sk -o /dev/null -w '%{http_code}' --data-binary @"$work/body-12MiB" "$base/?$q&token=$SECRET")")
+    # HTTP/1.1, as webhook senders speak: over HTTP/2, Caddy 2.6 now and then resets the stream
+    # of a 502 answered before the body was read (curl: 000, "Stream error").
+    local curl_flags=(--http1.1 -sk -o /dev/null)
+    answers+=("$(curl "${curl_flags[@]}" -w '%{http_code}' --data '{"a":1}' "$base/?$q&token=$SECRET")")
+    answers+=("$(curl "${curl_flags[@]}" -w '%{http_code}' --data '{"a":1}' "$base/?%74oken=$SECRET&$q")")
+    answers+=("$(curl "${curl_flags[@]}" -w '%{http_code}' --data '{"a":1}' "$base/?token=${SECRET}a&$q&token=${SECRET}b")")
+    answers+=("$(curl "${curl_flags[@]}" -w '%{http_code}' --data-binary @"$work/body-10.5MiB" "$base/?$q&token=$SECRET")")
+    answers+=("$(curl "${curl_flags[@]}" -w '%{http_code}' --data-binary @"$work/body-12MiB" "$base/?$q&token=$SECRET")")
     stop_pid "$upstream_pid"
-    answers+=("$(curl -sk -o /dev/null -w '%{http_code}' --data '{"a":1}' "$base/?$q&token=$SECRET")")
+    answers+=("$(curl "${curl_flags[@]}" -w '%{http_code}' --data '{"a":1}' "$base/?$q&token=$SECRET")")
     printf '%s\n' "${answers[*]}"
 }
 
@@ -438,7 +442,7 @@ judge_proxy() {
         fail "$name: the access log $access_log is empty or shows no REDACTED token"
     fi
     local leaks
-    leaks=$(grep -l -- "$SECRET" "$@" 2>/dev/null || true)
+    leaks=$(grep -l -- "$SECRET" "$@" 2>/dev/null | tr '\n' ' ' || true)
     if [[ -z "$leaks" ]]; then
         pass "$name: no log contains the token ($(printf '%s ' "${@##*/}"))"
     else
@@ -478,8 +482,8 @@ started_pids+=("$caddy_pid")
 if wait_http "https://127.0.0.1:$caddy_port/healthz" 15; then
     codes=$(exercise_proxy "https://127.0.0.1:$caddy_port")
     stop_pid "$caddy_pid"
-    # Caddy 2.6 ends a body over request_body's max_size with 502 or a reset stream (curl: 000),
-    # not 413; either way it does not reach the upstream whole.
+    # Caddy 2.6 ends a body over request_body's max_size with 502 or by closing the connection
+    # (curl: 000), not 413; either way it does not reach the upstream whole.
     judge_proxy caddy "$codes" "200 200 200 200 (413|502|000) 502" "$work/caddy/access.log" \
         "$work"/caddy/*.log
 else
