@@ -166,10 +166,23 @@ install_missing() {
     local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300)
     step "apt-get update"
     "${apt[@]}" update -qq
+    # The nginx and caddy packages start their services (on port 80, all interfaces) where there
+    # is an init system; the check runs its own on loopback. While installing, a temporary
+    # policy-rc.d denies service starts, as scripts/install-clickhouse.sh does.
+    local policy=/usr/sbin/policy-rc.d policy_added=false status=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\n# added by hookhouse scripts/check-deploy.sh while installing; removed after\nexit 101\n' |
+            "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 0755 "$policy"
+        policy_added=true
+    fi
     step "apt-get install ${packages[*]}"
-    # nginx's package starts its service where there is an init system; the check runs its own.
-    "${apt[@]}" install -y -q --no-install-recommends "${packages[@]}" >"$work/apt.log" 2>&1 ||
-        { tail -n 20 "$work/apt.log" >&2; die "apt-get install ${packages[*]} failed"; }
+    "${apt[@]}" install -y -q --no-install-recommends "${packages[@]}" >"$work/apt.log" 2>&1 || status=$?
+    [[ "$policy_added" == true ]] && "${sudo[@]}" rm -f "$policy"
+    if ((status != 0)); then
+        tail -n 20 "$work/apt.log" >&2
+        die "apt-get install ${packages[*]} failed"
+    fi
 }
 
 install_missing
