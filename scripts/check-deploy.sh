@@ -671,6 +671,8 @@ if [[ "$image_built" == true ]]; then
     if out=$(podman "${podman_flags[@]}" run --rm "${run_flags[@]}" "${container_net[@]}" "$image" --version 2>&1); then
         can_run=true
         pass "podman ${podman_flags[*]} run $image --version: $out"
+    elif [[ "${HOOKHOUSE_CHECK_DEPLOY_NO_CONTAINERS:-}" == 1 ]]; then
+        warn "podman cannot run the image here: $out"
     else
         fail "podman cannot run the image here: $out"
     fi
@@ -701,7 +703,6 @@ if [[ "$can_run" == true ]]; then
     webhook_round_trip container
 elif [[ "${HOOKHOUSE_CHECK_DEPLOY_NO_CONTAINERS:-}" == 1 ]]; then
     warn "HOOKHOUSE_CHECK_DEPLOY_NO_CONTAINERS=1: running the same binary outside a container"
-    failures=("${failures[@]/podman cannot run the image here*/}")
     admin=(env "HOOKHOUSE_CLICKHOUSE_URL=http://127.0.0.1:$ch_port" "$hookhouse")
     start_gateway() {
         HOOKHOUSE_CLICKHOUSE_URL=http://127.0.0.1:$ch_port HOOKHOUSE_LISTEN=127.0.0.1:$gw_port \
