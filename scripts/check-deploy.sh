@@ -202,9 +202,15 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
     PATH=$HOME/.cargo/bin:$PATH
 fi
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed (https://rustup.rs)"
-step "cargo build --release --bin hookhouse"
-cargo build --release --locked --bin hookhouse
-readonly hookhouse=$ROOT/${CARGO_TARGET_DIR:-target}/release/hookhouse
+# HOOKHOUSE_CHECK_DEPLOY_PROFILE=debug reuses the test suite's build (what scripts/test.sh does,
+# to keep CI short): the image and unit are checked the same, only the binary is slower.
+profile=${HOOKHOUSE_CHECK_DEPLOY_PROFILE:-release}
+case "$profile" in
+    release) step "cargo build --release --bin hookhouse"; cargo build --release --locked --bin hookhouse ;;
+    debug) step "cargo build --bin hookhouse"; cargo build --locked --bin hookhouse ;;
+    *) die "HOOKHOUSE_CHECK_DEPLOY_PROFILE must be release or debug, not $profile" ;;
+esac
+readonly hookhouse=$ROOT/${CARGO_TARGET_DIR:-target}/$profile/hookhouse
 [[ -x "$hookhouse" ]] || die "the build did not produce $hookhouse"
 
 # A self-signed certificate for the proxies.

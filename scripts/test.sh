@@ -2,7 +2,7 @@
 # Tests hookhouse: installs ClickHouse if missing (the tests start their own servers from Debian's
 # clickhouse-server), then cargo fmt --check, cargo clippy -D warnings, the current-engine check
 # (scripts/check-current-engine.sh: every statement on ClickHouse 26.9, 25.8 and 24.8 through chDB)
-# and the whole cargo test suite. Extra arguments go to cargo test, e.g.
+# the deploy/ check (scripts/check-deploy.sh, with the debug build), and the whole cargo test suite. Extra arguments go to cargo test, e.g.
 # scripts/test.sh -- --nocapture.
 # rustfmt and clippy are skipped with a warning when the toolchain lacks them.
 set -euo pipefail
@@ -41,6 +41,9 @@ fi
 
 step "scripts/check-current-engine.sh"
 scripts/check-current-engine.sh
+
+step "scripts/check-deploy.sh (deploy/: image, compose, Kubernetes, systemd, proxies)"
+HOOKHOUSE_CHECK_DEPLOY_PROFILE=debug scripts/check-deploy.sh
 
 step "cargo test${*:+ $*}"
 cargo test "$@"
