@@ -512,3 +512,42 @@ fn revoking_twice_and_naming_twice_are_said_plainly() {
         (true.into(), true.into())
     );
 }
+
+#[test]
+fn every_command_says_each_cause_once() {
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    for scheme in ["http", "https"] {
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let commands: &[&[&str]] = &[
+            &["migrate"],
+            &["pipeline", "list"],
+            &["pipeline", "create", "--name", "x"],
+            &["pipeline", "disable", "--id", "1"],
+            &["token", "create", "--name", "x"],
+            &["token", "revoke", "--key", KEY_SHAPE],
+            &["token", "list"],
+            &["request", "show", "abcdefghijabcdefghij"],
+        ];
+        for args in commands {
+            let (code, _, err) = hookhouse_cli(
+                args,
+                &[
+                    ("HOOKHOUSE_CLICKHOUSE_URL", &url),
+                    ("HOOKHOUSE_DATA_DIR", dir),
+                ],
+            );
+            assert_eq!(code, 1, "{args:?}");
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+            let parts: Vec<&str> = err.trim().split(": ").collect();
+            for (i, part) in parts.iter().enumerate() {
+                assert!(
+                    !parts[i + 1..].contains(part),
+                    "{args:?} says {part:?} twice: {err}"
+                );
+            }
+            assert!(err.contains("Connection refused"), "{args:?}: {err}");
+        }
+    }
+}
