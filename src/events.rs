@@ -336,6 +336,12 @@ pub mod wal {
 
     /// The checkpoint was missing (`damaged` false) or unreadable, and bounds were taken from the log.
     pub fn checkpoint_derived(damaged: bool, checkpoint: crate::wal::Checkpoint) {
+        if !damaged && checkpoint.confirmed == 0 && checkpoint.attempted == 0 {
+            // A new data folder (or a lost checkpoint with nothing in the log): nothing to check,
+            // and no cause for a warning on every first start.
+            tracing::debug!("no checkpoint yet and nothing in the log: a new data folder");
+            return;
+        }
         tracing::warn!(
             damaged,
             confirmed = checkpoint.confirmed,
