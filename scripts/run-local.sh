@@ -218,12 +218,15 @@ sys.exit(0 if any(t["key"] == sys.argv[1] and not t["revoked"] for t in json.loa
 if demo_is_valid; then
     step "reusing the demo pipeline $PIPELINE_ID and its token (${DEMO_FILE#"$ROOT"/})"
 else
-    step "hookhouse pipeline create --name demo --json"
-    created=$("$hookhouse" pipeline create --name demo --json)
+    # Pipeline names are unique: a demo pipeline of an earlier run (disabled, or its token
+    # revoked) keeps its name, so each new one is named after the moment it was made.
+    demo_name="demo-$(date -u +%Y%m%dT%H%M%SZ)"
+    step "hookhouse pipeline create --name $demo_name --json"
+    created=$("$hookhouse" pipeline create --name "$demo_name" --json)
     PIPELINE_ID=$(json_field pipeline_id <<<"$created")
     [[ "$PIPELINE_ID" =~ ^[0-9]+$ ]] || die "cannot read pipeline_id from: $created"
-    step "hookhouse token create --name demo --pipeline $PIPELINE_ID --json"
-    created=$("$hookhouse" token create --name demo --pipeline "$PIPELINE_ID" --json)
+    step "hookhouse token create --name $demo_name --pipeline $PIPELINE_ID --json"
+    created=$("$hookhouse" token create --name "$demo_name" --pipeline "$PIPELINE_ID" --json)
     KEY=$(json_field key <<<"$created")
     TOKEN=$(json_field token <<<"$created")
     [[ "$KEY" =~ ^[0-9a-f-]{36}$ && "$TOKEN" =~ ^[A-Za-z0-9]{8,256}$ ]] || die "cannot read key and token from the output of token create"
