@@ -228,20 +228,29 @@ pub mod clickhouse {
     }
 
     pub fn back(down_for: Duration, waiting_records: u64) {
-        tracing::info!(
-            down_secs = down_for.as_secs(),
-            waiting_records,
-            "ClickHouse is back after {}s; delivering the {waiting_records} records that waited in the log",
-            down_for.as_secs()
-        );
+        let down_secs = down_for.as_secs();
+        if waiting_records == 0 {
+            tracing::info!(
+                down_secs,
+                waiting_records,
+                "ClickHouse is back after {down_secs}s; nothing waited in the log"
+            );
+        } else {
+            tracing::info!(
+                down_secs,
+                waiting_records,
+                "ClickHouse is back after {down_secs}s; delivering the {waiting_records} records that waited in the log"
+            );
+        }
     }
 
-    /// What waited in the log through an outage is in ClickHouse now.
+    /// What waited in the log through an outage is in ClickHouse now: `records` delivered since
+    /// ClickHouse was lost (none are while it is away).
     pub fn backlog_delivered(records: u64, took: Duration) {
         tracing::info!(
             records,
             took_ms = took.as_millis() as u64,
-            "delivered {records} records since ClickHouse came back; the log is drained"
+            "delivered {records} records that waited through the outage; the log is drained"
         );
     }
 }

@@ -119,10 +119,12 @@ enum Outage {
     /// Not pinged yet.
     Unknown,
     Up,
+    /// Unreachable since `since`; the checkpoint stood at `from` then.
     Down {
         since: Instant,
+        from: u64,
     },
-    /// Back; the log holds what waited, up to `until` (a sequence number).
+    /// Back since `since`; the log holds what waited, up to sequence number `until`.
     Draining {
         since: Instant,
         from: u64,
@@ -133,15 +135,15 @@ enum Outage {
 impl Outage {
     fn next(self, error: Option<&str>, wal: &wal::Shared) -> Outage {
         let confirmed = || wal.confirmed.load(Ordering::Relaxed);
-        match (self, error) {
-            (Outage::Down { since }, None) => {
+        let state = match (self, error) {
+            (Outage::Down { since, from }, None) => {
+                // The writer may have delivered some already: it retries on its own too.
                 let waiting = wal.pending_records();
                 events::clickhouse::back(since.elapsed(), waiting);
-                let from = confirmed();
                 Outage::Draining {
                     since: Instant::now(),
                     from,
-                    until: from + waiting,
+                    until: confirmed() + waiting,
                 }
             }
             (down @ Outage::Down { .. }, Some(_)) => down,
@@ -149,18 +151,21 @@ impl Outage {
                 events::clickhouse::lost(error);
                 Outage::Down {
                     since: Instant::now(),
+                    from: confirmed(),
                 }
             }
-            (Outage::Draining { since, from, until }, None) => {
-                let now = confirmed();
-                if now >= until {
-                    events::clickhouse::backlog_delivered(now - from, since.elapsed());
-                    Outage::Up
-                } else {
-                    Outage::Draining { since, from, until }
-                }
-            }
+            (draining @ Outage::Draining { .. }, None) => draining,
             (Outage::Unknown | Outage::Up, None) => Outage::Up,
+        };
+        match state {
+            Outage::Draining { since, from, until } if confirmed() >= until => {
+                let delivered = confirmed().saturating_sub(from);
+                if delivered > 0 {
+                    events::clickhouse::backlog_delivered(delivered, since.elapsed());
+                }
+                Outage::Up
+            }
+            other => other,
         }
     }
 }
