@@ -98,6 +98,7 @@ async fn rejections_refusals_outages_and_shutdown_are_logged() {
     assert!(wait_for_log(&gw, "REVOKED_KEY").await, "{}", gw.log());
 
     // A flood of wrong tokens: one line a second per reason, the rest counted.
+    let flood = std::time::Instant::now();
     for _ in 0..30 {
         let query = format!("?pipeline_id={p}&key={}&token={wrong_token}", creds.key);
         post(&client, &gw.url(&query), "{}").await;
@@ -108,6 +109,7 @@ async fn rejections_refusals_outages_and_shutdown_are_logged() {
         })
         .await
     );
+    let flood_secs = flood.elapsed().as_secs() as usize;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let query = format!("?pipeline_id={p}&key={}&token={wrong_token}", creds.key);
     post(&client, &gw.url(&query), "{}").await;
@@ -178,8 +180,9 @@ async fn rejections_refusals_outages_and_shutdown_are_logged() {
         .iter()
         .map(|l| 1 + l["suppressed"].as_u64().unwrap_or_default())
         .sum();
+    // The one before the flood, one a second while the flood lands, the one after it.
     assert!(
-        wrong.len() <= 4,
+        wrong.len() <= 3 + flood_secs,
         "{} WRONG_TOKEN lines:\n{log}",
         wrong.len()
     );
