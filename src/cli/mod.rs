@@ -369,22 +369,49 @@ async fn request_show(id: &str, settings: &Settings, as_json: bool) -> anyhow::R
             "{id:?} is not a request id: a __kdd_request_id is 20 lowercase letters, like rydjemeilmsqkqvjtfkc"
         )
     })?;
-    let data_dir = &settings.data_dir;
-    let in_log = crate::wal::lookup::find_pending(data_dir, &request_id).with_context(|| {
+    let found = request_outcomes(&request_id, settings).await?;
+    if found.is_empty() {
+        if as_json {
+            println!("{}", json!({"request_id": id, "status": "unknown"}));
+        }
+        anyhow::bail!(
+            "request {id} is unknown: not in {} nor in the log in {} (it may have been accepted by \
+             another gateway, with another data folder, or never answered 200)",
+            settings.clickhouse_database,
+            settings.data_dir.display()
+        );
+    }
+    for outcome in found {
+        if as_json {
+            println!("{outcome}");
+        } else {
+            println!("{}", describe_outcome(&outcome, settings));
+        }
+    }
+    Ok(())
+}
+
+/// The request's rows in `events` and `rejected`, or else its record waiting in the log; empty
+/// when it is in neither. If ClickHouse cannot be asked, the log alone answers when it can.
+async fn request_outcomes(
+    request_id: &RequestId,
+    settings: &Settings,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (id, data_dir) = (request_id.as_str(), &settings.data_dir);
+    let in_log = crate::wal::lookup::find_pending(data_dir, request_id).with_context(|| {
         format!(
             "reading the log in {} (HOOKHOUSE_DATA_DIR)",
             data_dir.display()
         )
     })?;
     let landed = match read_client(settings).await {
-        Ok(ch) => store::find_request(&ch, &request_id)
+        Ok(ch) => store::find_request(&ch, request_id)
             .await
             .map_err(anyhow::Error::from),
         Err(error) => Err(error),
     };
     let landed = match (landed, &in_log) {
         (Ok(rows), _) => rows,
-        // The log alone answers "pending"; say why ClickHouse was not asked.
         (Err(error), Some(_)) => {
             eprintln!(
                 "hookhouse: ClickHouse not asked: {}",
@@ -394,21 +421,23 @@ async fn request_show(id: &str, settings: &Settings, as_json: bool) -> anyhow::R
         }
         (Err(error), None) => return Err(error),
     };
-    let mut found = Vec::new();
-    for row in &landed {
-        let status = if row.landed_in == "events" {
-            "landed"
-        } else {
-            "rejected"
-        };
-        found.push(json!({
-            "request_id": id, "status": status, "table": row.landed_in,
-            "pipeline_id": row.pipeline_id, "key": row.__kdd_requester_key,
-            "accepted_at": when_precise(row.__kdd_request_unix_timestamp),
-            "__kdd_request_unix_timestamp": row.__kdd_request_unix_timestamp,
-            "reason": (!row.reason.is_empty()).then_some(&row.reason),
-        }));
-    }
+    let mut found: Vec<serde_json::Value> = landed
+        .iter()
+        .map(|row| {
+            let status = if row.landed_in == "events" {
+                "landed"
+            } else {
+                "rejected"
+            };
+            json!({
+                "request_id": id, "status": status, "table": row.landed_in,
+                "pipeline_id": row.pipeline_id, "key": row.__kdd_requester_key,
+                "accepted_at": when_precise(row.__kdd_request_unix_timestamp),
+                "__kdd_request_unix_timestamp": row.__kdd_request_unix_timestamp,
+                "reason": (!row.reason.is_empty()).then_some(&row.reason),
+            })
+        })
+        .collect();
     if let (true, Some(record)) = (found.is_empty(), &in_log) {
         found.push(json!({
             "request_id": id, "status": "pending", "data_dir": data_dir.display().to_string(),
@@ -417,42 +446,28 @@ async fn request_show(id: &str, settings: &Settings, as_json: bool) -> anyhow::R
             "__kdd_request_unix_timestamp": record.accepted_at.secs(),
         }));
     }
-    if found.is_empty() {
-        if as_json {
-            println!("{}", json!({"request_id": id, "status": "unknown"}));
-        }
-        anyhow::bail!(
-            "request {id} is unknown: not in {} nor in the log in {} (it may have been accepted by \
-             another gateway, with another data folder, or never answered 200)",
-            settings.clickhouse_database,
-            data_dir.display()
-        );
+    Ok(found)
+}
+
+/// One outcome of [`request_outcomes`] as a line for people.
+fn describe_outcome(outcome: &serde_json::Value, settings: &Settings) -> String {
+    let text = |field: &str| outcome[field].as_str().unwrap_or_default().to_string();
+    let (id, at, key) = (text("request_id"), text("accepted_at"), text("key"));
+    let pipeline = &outcome["pipeline_id"];
+    let database = &settings.clickhouse_database;
+    match outcome["status"].as_str() {
+        Some("landed") => format!(
+            "{id}: landed in {database}.events, pipeline {pipeline}, key {key}, accepted {at}."
+        ),
+        Some("rejected") => format!(
+            "{id}: rejected ({}), in {database}.rejected, pipeline {pipeline}, key {key}, accepted {at}.",
+            text("reason")
+        ),
+        _ => format!(
+            "{id}: pending, in the log in {} and not yet in ClickHouse; pipeline {pipeline}, key {key}, accepted {at}.",
+            settings.data_dir.display()
+        ),
     }
-    for outcome in found {
-        if as_json {
-            println!("{outcome}");
-            continue;
-        }
-        let at = outcome["accepted_at"].as_str().unwrap_or_default();
-        let pipeline = &outcome["pipeline_id"];
-        let key = outcome["key"].as_str().unwrap_or_default();
-        match outcome["status"].as_str() {
-            Some("landed") => println!(
-                "{id}: landed in {}.events, pipeline {pipeline}, key {key}, accepted {at}.",
-                settings.clickhouse_database
-            ),
-            Some("rejected") => println!(
-                "{id}: rejected ({}), in {}.rejected, pipeline {pipeline}, key {key}, accepted {at}.",
-                outcome["reason"].as_str().unwrap_or_default(),
-                settings.clickhouse_database
-            ),
-            _ => println!(
-                "{id}: pending, in the log in {} and not yet in ClickHouse; pipeline {pipeline}, key {key}, accepted {at}.",
-                data_dir.display()
-            ),
-        }
-    }
-    Ok(())
 }
 
 fn when_precise(secs: f64) -> String {
