@@ -274,6 +274,15 @@ def check_rows(engine, results, failures):
     present = results["present"]
     expect(failures, "delivery.present (the inserted ids, not the absent one)", present, ids)
 
+    by_id = {row["request_id"]: row for row in landings}
+    for asked in results["requests_found"]:
+        row = by_id.get(asked["request_id"])
+        want = []
+        if row is not None:
+            table = "events" if row["reason"] is None else "rejected"
+            want = [[table, row["pipeline_id"], row["key"], row["reason"] or ""]]
+        expect(failures, f"store.find_request {asked['request_id']}", asked["found"], want)
+
     pipeline = results["pipelines_latest"][0]["pipeline_id"]
     view = f"pipeline_{pipeline}"
     columns = engine.rows(

@@ -9,7 +9,8 @@
 #   4. runs `hookhouse serve` (log in .local/data) in the foreground and prints a curl line to try.
 #
 # Ctrl-C or SIGTERM stops the gateway gracefully; ClickHouse keeps running for the next run
-# (scripts/stop-local.sh stops it). Everything listens on loopback only.
+# (scripts/stop-local.sh stops it if this script started it; a ClickHouse it merely reused is
+# left alone, and the last line says which). Everything listens on loopback only.
 #
 # Settings (environment):
 #   HOOKHOUSE_LOCAL_CH_PORT      ClickHouse HTTP port (default 8123)
@@ -158,6 +159,18 @@ else
     step "ClickHouse is up (pid $ch_pid, recorded in ${CH_PID_FILE#"$ROOT"/})"
 fi
 
+# What becomes of ClickHouse when this script ends, said truly: stop-local.sh stops only the
+# server whose pid this script recorded, and leaves a ClickHouse it merely reused alone.
+clickhouse_afterwards() {
+    local pid
+    pid=$(recorded_pid "$CH_PID_FILE" || true)
+    if [[ -n "$pid" ]] && pid_runs "$pid" "$CH_DIR/config.xml"; then
+        printf 'ClickHouse keeps running at %s (pid %s); scripts/stop-local.sh stops it' "$ch_url" "$pid"
+    else
+        printf 'ClickHouse at %s keeps running; this script did not start it, so scripts/stop-local.sh leaves it alone' "$ch_url"
+    fi
+}
+
 # --- the gateway ------------------------------------------------------------------------------
 
 step "cargo build --release"
@@ -205,12 +218,15 @@ sys.exit(0 if any(t["key"] == sys.argv[1] and not t["revoked"] for t in json.loa
 if demo_is_valid; then
     step "reusing the demo pipeline $PIPELINE_ID and its token (${DEMO_FILE#"$ROOT"/})"
 else
-    step "hookhouse pipeline create --name demo --json"
-    created=$("$hookhouse" pipeline create --name demo --json)
+    # Pipeline names are unique: a demo pipeline of an earlier run (disabled, or its token
+    # revoked) keeps its name, so each new one is named after the moment it was made.
+    demo_name="demo-$(date -u +%Y%m%dT%H%M%SZ)"
+    step "hookhouse pipeline create --name $demo_name --json"
+    created=$("$hookhouse" pipeline create --name "$demo_name" --json)
     PIPELINE_ID=$(json_field pipeline_id <<<"$created")
     [[ "$PIPELINE_ID" =~ ^[0-9]+$ ]] || die "cannot read pipeline_id from: $created"
-    step "hookhouse token create --name demo --pipeline $PIPELINE_ID --json"
-    created=$("$hookhouse" token create --name demo --pipeline "$PIPELINE_ID" --json)
+    step "hookhouse token create --name $demo_name --pipeline $PIPELINE_ID --json"
+    created=$("$hookhouse" token create --name "$demo_name" --pipeline "$PIPELINE_ID" --json)
     KEY=$(json_field key <<<"$created")
     TOKEN=$(json_field token <<<"$created")
     [[ "$KEY" =~ ^[0-9a-f-]{36}$ && "$TOKEN" =~ ^[A-Za-z0-9]{8,256}$ ]] || die "cannot read key and token from the output of token create"
@@ -277,14 +293,19 @@ cat <<EOF
 
 hookhouse is running at $gateway_url (pid $gateway_pid). Send a webhook:
 
-  curl -X POST "$gateway_url/?pipeline_id=$PIPELINE_ID&key=$KEY&token=$TOKEN" -H 'Content-Type: application/json' -d '{"hello":"world"}'
+  curl -X POST "$gateway_url/?pipeline_id=$PIPELINE_ID&key=$KEY&token=$TOKEN" -H 'Content-Type: application/json' --data-binary '{"hello":"world"}'
+
+(For a body in a file use --data-binary @file.json: plain -d @file strips its newlines.)
 
 See the rows (they land within about a second):
 
   curl '$ch_url/' --data-binary 'SELECT * FROM $database.pipeline_$PIPELINE_ID'
   clickhouse-client --port $ch_tcp_port --query 'SELECT * FROM $database.pipeline_$PIPELINE_ID'
 
-Ctrl-C stops the gateway; ClickHouse keeps running (stop it with scripts/stop-local.sh).
+Did a request land? $hookhouse request show <__kdd_request_id>
+(the binary is $hookhouse; \`cargo install --path .\` puts hookhouse on your PATH)
+
+Ctrl-C stops the gateway. $(clickhouse_afterwards).
 
 EOF
 
@@ -303,6 +324,6 @@ gateway_pid=
 rm -f "$GW_PID_FILE"
 step "the gateway (pid $gateway_pid_done) exited with status $status"
 if ch_answers; then
-    step "ClickHouse keeps running at $ch_url; stop it with scripts/stop-local.sh"
+    step "$(clickhouse_afterwards)"
 fi
 exit "$status"

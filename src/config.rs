@@ -36,14 +36,18 @@ pub struct Settings {
     pub clickhouse_ca_file: Option<PathBuf>,
     pub clickhouse_database: String,
     pub data_dir: PathBuf,
+    #[serde(deserialize_with = "size::deserialize")]
     pub max_body_bytes: u64,
+    #[serde(deserialize_with = "size::deserialize")]
     pub wal_max_bytes: u64,
     /// Size at which the log starts a new segment file (beyond the contract).
+    #[serde(deserialize_with = "size::deserialize")]
     pub wal_segment_bytes: u64,
     pub fsync: FsyncMode,
     pub batch_max_rows: u64,
     pub batch_max_wait_ms: u64,
     /// The most body bytes one batch holds in memory (beyond the contract).
+    #[serde(deserialize_with = "size::deserialize")]
     pub batch_max_bytes: u64,
     pub rate_limit_per_key: u32,
     pub body_timeout_secs: u64,
@@ -56,6 +60,7 @@ pub struct Settings {
     pub max_inflight_requests: usize,
     /// The most body bytes all requests in flight hold together; a request that would pass it is
     /// answered 503 at once (beyond the contract).
+    #[serde(deserialize_with = "size::deserialize")]
     pub max_inflight_bytes: u64,
     /// How long ClickHouse may take to acknowledge one batch insert (beyond the contract). An
     /// insert that outlives it is not sent again until ClickHouse says it has stopped.
@@ -66,6 +71,9 @@ pub struct Settings {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`'s certificate.
     pub tls_key_file: Option<PathBuf>,
+    /// The base URL senders reach this gateway at, for the ingest URLs `token create` prints;
+    /// unset, it is derived from `listen`.
+    pub public_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -96,6 +104,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             tls_cert_file: None,
             tls_key_file: None,
+            public_url: None,
         }
     }
 }
@@ -117,37 +126,64 @@ impl ConfigError {
     }
 }
 
-const FIELDS: &[&str] = &[
-    "listen",
-    "clickhouse_url",
-    "clickhouse_user",
-    "clickhouse_password",
-    "clickhouse_ca_file",
-    "clickhouse_database",
-    "data_dir",
-    "max_body_bytes",
-    "wal_max_bytes",
-    "wal_segment_bytes",
-    "fsync",
-    "batch_max_rows",
-    "batch_max_wait_ms",
-    "batch_max_bytes",
-    "rate_limit_per_key",
-    "body_timeout_secs",
-    "shutdown_grace_secs",
-    "credentials_refresh_ms",
-    "max_connections",
-    "max_inflight_requests",
-    "max_inflight_bytes",
-    "clickhouse_insert_timeout_secs",
-    "log_format",
-    "tls_cert_file",
-    "tls_key_file",
+/// One setting: its name in the TOML file (the variable is `HOOKHOUSE_` + it in capitals), what
+/// a value looks like (said in errors: "expected …"), and what it does (said in `serve --help`).
+pub struct Field {
+    pub name: &'static str,
+    pub expects: &'static str,
+    pub help: &'static str,
+}
+
+const SIZE: &str = "a size such as 10485760 or 10MiB";
+const COUNT: &str = "a whole number such as 1000";
+const SECS: &str = "a whole number of seconds such as 30";
+const MILLIS: &str = "a whole number of milliseconds such as 1000";
+
+/// Every setting, in the order `serve --help` and the README list them.
+pub const FIELDS: &[Field] = &[
+    Field { name: "listen", expects: "an address such as 127.0.0.1:8080", help: "address to serve on" },
+    Field { name: "public_url", expects: "a URL such as https://hooks.example.com", help: "base URL senders reach the gateway at, for the URLs `token create` prints (unset: http:// + HOOKHOUSE_LISTEN)" },
+    Field { name: "clickhouse_url", expects: "a URL such as http://127.0.0.1:8123", help: "ClickHouse HTTP interface, http:// or https://, may hold user:password@" },
+    Field { name: "clickhouse_user", expects: "a user name", help: "ClickHouse user" },
+    Field { name: "clickhouse_password", expects: "a password", help: "ClickHouse password" },
+    Field { name: "clickhouse_ca_file", expects: "a PEM file", help: "a CA added to the system's roots for https://" },
+    Field { name: "clickhouse_database", expects: "letters, digits and underscores", help: "database of hookhouse's tables" },
+    Field { name: "data_dir", expects: "a folder", help: "the write-ahead log and its checkpoint" },
+    Field { name: "max_body_bytes", expects: SIZE, help: "larger bodies get 413" },
+    Field { name: "wal_max_bytes", expects: SIZE, help: "disk budget of the log; past it, 503" },
+    Field { name: "wal_segment_bytes", expects: SIZE, help: "log segment size" },
+    Field { name: "fsync", expects: "`always` or `interval`", help: "always: fsync before every 200; interval: at most every 100 ms" },
+    Field { name: "batch_max_rows", expects: COUNT, help: "rows per ClickHouse batch at most" },
+    Field { name: "batch_max_wait_ms", expects: MILLIS, help: "a batch is sent when this old" },
+    Field { name: "batch_max_bytes", expects: SIZE, help: "body bytes one batch holds in memory at most" },
+    Field { name: "rate_limit_per_key", expects: COUNT, help: "requests a second per key (bursts twice that); 0 turns it off" },
+    Field { name: "body_timeout_secs", expects: SECS, help: "a body not arrived by then gets 408" },
+    Field { name: "shutdown_grace_secs", expects: SECS, help: "on SIGTERM, time to finish requests and the current batch" },
+    Field { name: "credentials_refresh_ms", expects: MILLIS, help: "pipelines and tokens are reloaded this often at least (at most 5000)" },
+    Field { name: "max_connections", expects: COUNT, help: "open connections at most" },
+    Field { name: "max_inflight_requests", expects: COUNT, help: "ingest requests in flight at most; past it, 503" },
+    Field { name: "max_inflight_bytes", expects: SIZE, help: "body bytes of all requests in flight at most; past it, 503" },
+    Field { name: "clickhouse_insert_timeout_secs", expects: SECS, help: "time one batch insert may take to be acknowledged" },
+    Field { name: "log_format", expects: "`text` or `json`", help: "json: one JSON object per line" },
+    Field { name: "tls_cert_file", expects: "a PEM file", help: "certificate chain for HTTPS on HOOKHOUSE_LISTEN (with tls_key_file)" },
+    Field { name: "tls_key_file", expects: "a PEM file", help: "private key of tls_cert_file's certificate" },
 ];
+
+/// `HOOKHOUSE_*` variables that are not settings but are read: the file and the log filter.
+const OTHER_VARIABLES: &[&str] = &["config", "log"];
+
+fn field(name: &str) -> Option<&'static Field> {
+    FIELDS.iter().find(|f| f.name == name)
+}
+
+fn field_names() -> Vec<&'static str> {
+    FIELDS.iter().map(|f| f.name).collect()
+}
 
 /// The settings that are text (or paths): any value is theirs, whatever it looks like.
 const TEXT_FIELDS: &[&str] = &[
     "listen",
+    "public_url",
     "clickhouse_url",
     "clickhouse_user",
     "clickhouse_password",
@@ -176,7 +212,11 @@ impl Settings {
         }
         // Only known names are taken from the environment, so that unrelated HOOKHOUSE_*
         // variables (a script's own) do not stop start-up; the TOML file is strict instead.
-        figment = figment.merge(Env::prefixed("HOOKHOUSE_").only(FIELDS).ignore(TEXT_FIELDS));
+        figment = figment.merge(
+            Env::prefixed("HOOKHOUSE_")
+                .only(&field_names())
+                .ignore(TEXT_FIELDS),
+        );
         // figment reads `123` or `true` in a variable as a number or a boolean, which a text
         // setting then refuses: a password of digits only could not be set. Taken as they are.
         for (name, value) in Env::prefixed("HOOKHOUSE_").only(TEXT_FIELDS).iter() {
@@ -186,36 +226,66 @@ impl Settings {
     }
 
     fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
-        let settings: Settings = figment.extract().map_err(|error| {
-            let name = error
-                .path
-                .last()
-                .cloned()
-                .unwrap_or_else(|| "config".into());
-            let mut message = error.kind.to_string();
-            if let Some(source) = error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
-                message = format!("{message} (from {source})");
-            }
-            match error.kind {
-                figment::error::Kind::UnknownField(ref field, _) => ConfigError {
-                    setting: field.clone(),
-                    message: format!("unknown setting `{field}` in the configuration file"),
-                },
-                // figment's message quotes the value, and these may hold a password (one of
-                // digits only is read as a number and refused as "not a string").
-                _ if matches!(name.as_str(), "clickhouse_password" | "clickhouse_url") => {
-                    ConfigError::new(&name, "must be a string (its value is not shown)")
-                }
-                _ => ConfigError::new(&name, message),
-            }
-        })?;
+        let settings: Settings = figment.extract().map_err(plain_error)?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// `HOOKHOUSE_*` variables in the environment that are no setting, each with the closest
+    /// known name when one is close: a misspelt setting is otherwise silently ignored. Only
+    /// reported, never refused: scripts keep their own `HOOKHOUSE_*` variables.
+    pub fn unknown_variables() -> Vec<(String, Option<String>)> {
+        let mut unknown: Vec<(String, Option<String>)> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter_map(|name| {
+                let setting = name.strip_prefix("HOOKHOUSE_")?.to_lowercase();
+                let known =
+                    field(&setting).is_some() || OTHER_VARIABLES.contains(&setting.as_str());
+                (!known).then(|| {
+                    let suggestion = closest_name(&setting)
+                        .map(|known| format!("HOOKHOUSE_{}", known.to_uppercase()));
+                    (name, suggestion)
+                })
+            })
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
+    /// Every setting with its default and what it does, for `serve --help`; generated from
+    /// [`FIELDS`] and [`Settings::default`], so it cannot fall behind either.
+    pub fn help() -> String {
+        let defaults = serde_json::to_value(Settings::default()).unwrap_or_default();
+        let mut text = String::from(
+            "Settings (environment variables; in a --config TOML file the same names in lower \
+             case without HOOKHOUSE_; sizes take KiB, MiB, GiB, TiB or kB, MB, GB, TB):\n",
+        );
+        for f in FIELDS {
+            let shown = match defaults.get(f.name) {
+                Some(serde_json::Value::String(v)) if v.is_empty() => "empty".to_string(),
+                Some(serde_json::Value::String(v)) => v.clone(),
+                Some(serde_json::Value::Number(n)) if f.expects == SIZE => {
+                    let bytes = n.as_u64().unwrap_or_default();
+                    format!("{bytes} ({})", size::show(bytes))
+                }
+                Some(serde_json::Value::Null) | None => "unset".to_string(),
+                Some(other) => other.to_string(),
+            };
+            text.push_str(&format!(
+                "  HOOKHOUSE_{} [default: {shown}]\n      {}\n",
+                f.name.to_uppercase(),
+                f.help
+            ));
+        }
+        text.push_str("  HOOKHOUSE_CONFIG: the TOML file, as --config\n");
+        text.push_str("  HOOKHOUSE_LOG [default: info]: log filter, e.g. hookhouse=debug\n");
+        text
     }
 
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.public_base_url()?;
         self.clickhouse_endpoint()?;
         if let Some(path) = &self.clickhouse_ca_file {
             crate::clickhouse::http_client::read_ca_file(path)
@@ -358,11 +428,53 @@ impl Settings {
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| {
+            let hint = match self.listen.trim().parse::<u16>() {
+                Ok(port) => format!(" (port {port} on every interface is 0.0.0.0:{port})"),
+                Err(_) => String::new(),
+            };
             ConfigError::new(
                 "listen",
-                format!("{:?} is not an address like 127.0.0.1:8080", self.listen),
+                format!(
+                    "expected an address such as 127.0.0.1:8080, got {:?}{hint}",
+                    self.listen
+                ),
             )
         })
+    }
+
+    /// The base URL senders reach this gateway at, without a trailing slash:
+    /// `HOOKHOUSE_PUBLIC_URL`, or else `http://` (`https://` with TLS on the listener) + the
+    /// listen address (127.0.0.1 when it listens on every interface, which no sender can reach
+    /// as such).
+    pub fn public_base_url(&self) -> Result<String, ConfigError> {
+        let Some(given) = &self.public_url else {
+            let mut addr = self.listen_addr()?;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let scheme = if self.tls_cert_file.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            return Ok(format!("{scheme}://{addr}"));
+        };
+        let expected = |why: &str| {
+            ConfigError::new(
+                "public_url",
+                format!("expected a URL such as https://hooks.example.com, got {given:?}: {why}"),
+            )
+        };
+        let url = url::Url::parse(given).map_err(|error| expected(&error.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            return Err(expected("it must be http:// or https:// with a host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(expected(
+                "the ingest parameters are added to it, it must have no query",
+            ));
+        }
+        Ok(url.as_str().trim_end_matches('/').to_string())
     }
 
     pub fn batch_max_wait(&self) -> Duration {
@@ -383,6 +495,166 @@ impl Settings {
 
     pub fn credentials_refresh(&self) -> Duration {
         Duration::from_millis(self.credentials_refresh_ms)
+    }
+}
+
+/// A figment error as one line in plain words: the setting, what it expects, what it got.
+fn plain_error(error: figment::Error) -> ConfigError {
+    use figment::error::{Actual, Kind};
+    let name = error
+        .path
+        .last()
+        .cloned()
+        .unwrap_or_else(|| "config".into());
+    let from_file = match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        Some(source @ figment::Source::File(_)) => format!(" (in {source})"),
+        _ => String::new(),
+    };
+    let expects = field(&name).map_or("another value", |f| f.expects);
+    let message = match &error.kind {
+        Kind::UnknownField(unknown, _) => {
+            let hint = closest_name(unknown)
+                .map(|known| format!("; did you mean `{known}`?"))
+                .unwrap_or_default();
+            return ConfigError {
+                setting: unknown.clone(),
+                message: format!("unknown setting `{unknown}` in the configuration file{hint}"),
+            };
+        }
+        // The value may be a password (one of digits only is read as a number and refused).
+        _ if matches!(name.as_str(), "clickhouse_password" | "clickhouse_url") => {
+            "must be a string (its value is not shown)".to_string()
+        }
+        // Our own deserializers (sizes) already say what they expect and what they got.
+        Kind::Message(message) => message.clone(),
+        Kind::InvalidType(actual, _) | Kind::InvalidValue(actual, _) => {
+            let got = match actual {
+                Actual::Str(text) => format!("{text:?}"),
+                Actual::Unsigned(n) => n.to_string(),
+                Actual::Signed(n) => n.to_string(),
+                Actual::Float(n) => n.to_string(),
+                Actual::Bool(b) => b.to_string(),
+                other => other.to_string(),
+            };
+            format!("expected {expects}, got {got}")
+        }
+        Kind::UnknownVariant(got, _) => format!("expected {expects}, got {got:?}"),
+        other => other.to_string(),
+    };
+    ConfigError::new(&name, format!("{message}{from_file}"))
+}
+
+/// The known setting closest to `name` by edit distance, if it is close enough to be a typo.
+fn closest_name(name: &str) -> Option<&'static str> {
+    FIELDS
+        .iter()
+        .map(|f| f.name)
+        .chain(OTHER_VARIABLES.iter().copied())
+        .map(|known| (edit_distance(name, known), known))
+        .filter(|(distance, known)| *distance <= 3.min(known.len() / 2))
+        .min()
+        .map(|(_, known)| known)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// Sizes in bytes: a plain integer, or a number with a unit. `KiB`, `MiB`, `GiB`, `TiB` are
+/// powers of 1024; `kB`, `MB`, `GB`, `TB` powers of 1000, as the SI and IEC say; `B` is bytes.
+/// Units are case-insensitive and may follow a space. In TOML, an integer or a string.
+pub mod size {
+    use serde::de::{self, Deserializer, Visitor};
+    use std::fmt;
+
+    const UNITS: &[(&str, u64)] = &[
+        ("", 1),
+        ("b", 1),
+        ("kib", 1 << 10),
+        ("mib", 1 << 20),
+        ("gib", 1 << 30),
+        ("tib", 1 << 40),
+        ("kb", 1000),
+        ("mb", 1_000_000),
+        ("gb", 1_000_000_000),
+        ("tb", 1_000_000_000_000),
+    ];
+
+    /// The bytes `text` means, or `None` if it is not a size.
+    pub fn parse(text: &str) -> Option<u64> {
+        let text = text.trim();
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let number: u64 = number.parse().ok()?;
+        let unit = unit.trim_start().to_ascii_lowercase();
+        let (_, factor) = UNITS.iter().find(|(name, _)| *name == unit)?;
+        number.checked_mul(*factor)
+    }
+
+    /// `bytes` in the largest binary unit that divides it: `10 MiB`, `8 GiB`, `1000 B`.
+    pub fn show(bytes: u64) -> String {
+        for (unit, factor) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
+            if bytes >= factor && bytes.is_multiple_of(factor) {
+                return format!("{} {unit}", bytes / factor);
+            }
+        }
+        format!("{bytes} B")
+    }
+
+    fn refused(got: impl fmt::Display) -> String {
+        format!("expected {}, got {got}", super::SIZE)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        struct Size;
+        impl Visitor<'_> for Size {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(super::SIZE)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom(refused(v)))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom(refused(v)))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom(refused(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+                Err(E::custom(refused(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<u64, E> {
+                Err(E::custom(refused(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+                parse(v).ok_or_else(|| E::custom(refused(format_args!("{v:?}"))))
+            }
+        }
+        deserializer.deserialize_any(Size)
     }
 }
 
@@ -497,6 +769,7 @@ impl fmt::Debug for Settings {
             log_format,
             tls_cert_file,
             tls_key_file,
+            public_url,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -527,6 +800,7 @@ impl fmt::Debug for Settings {
             .field("log_format", log_format)
             .field("tls_cert_file", tls_cert_file)
             .field("tls_key_file", tls_key_file)
+            .field("public_url", &public_url.as_deref().map(redact_url))
             .finish()
     }
 }
@@ -814,5 +1088,130 @@ mod tests {
         assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_CA_FILE", "{error}");
         assert!(error.message.contains("missing.pem"), "{error}");
         assert_eq!(load("", &[]).unwrap().clickhouse_ca_file, None);
+    }
+
+    #[test]
+    fn errors_say_what_is_expected_in_plain_words() {
+        let cases = [
+            (
+                load("", &[("HOOKHOUSE_MAX_BODY_BYTES", "abc")]),
+                "bad setting HOOKHOUSE_MAX_BODY_BYTES: expected a size such as 10485760 or 10MiB, got \"abc\"",
+            ),
+            (
+                load("", &[("HOOKHOUSE_LISTEN", "8081")]),
+                "bad setting HOOKHOUSE_LISTEN: expected an address such as 127.0.0.1:8080, got \"8081\" (port 8081 on every interface is 0.0.0.0:8081)",
+            ),
+            (
+                load("", &[("HOOKHOUSE_FSYNC", "sometimes")]),
+                "bad setting HOOKHOUSE_FSYNC: expected `always` or `interval`, got \"sometimes\"",
+            ),
+            (
+                load("", &[("HOOKHOUSE_BATCH_MAX_ROWS", "many")]),
+                "bad setting HOOKHOUSE_BATCH_MAX_ROWS: expected a whole number such as 1000, got \"many\"",
+            ),
+            (
+                load("", &[("HOOKHOUSE_WAL_MAX_BYTES", "10M")]),
+                "bad setting HOOKHOUSE_WAL_MAX_BYTES: expected a size such as 10485760 or 10MiB, got \"10M\"",
+            ),
+            (
+                load("", &[("HOOKHOUSE_BATCH_MAX_BYTES", "-1")]),
+                "bad setting HOOKHOUSE_BATCH_MAX_BYTES: expected a size such as 10485760 or 10MiB, got -1",
+            ),
+            (
+                load("listen = 8081", &[]),
+                "bad setting HOOKHOUSE_LISTEN: expected an address such as 127.0.0.1:8080, got 8081",
+            ),
+        ];
+        for (result, expected) in cases {
+            let error = error_of(result).to_string();
+            assert!(error.starts_with(expected), "{error}\nexpected: {expected}");
+        }
+        let error = error_of(load("batch_max_rowz = 1", &[]));
+        assert!(
+            error.message.contains("did you mean `batch_max_rows`?"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        let s = load(
+            "wal_max_bytes = \"8GiB\"\nwal_segment_bytes = 1048576\n",
+            &[
+                ("HOOKHOUSE_MAX_BODY_BYTES", "512KiB"),
+                ("HOOKHOUSE_BATCH_MAX_BYTES", "10MB"),
+                ("HOOKHOUSE_MAX_INFLIGHT_BYTES", "1 gib"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.wal_max_bytes, 8 << 30);
+        assert_eq!(s.wal_segment_bytes, 1 << 20);
+        assert_eq!(s.max_body_bytes, 512 << 10);
+        assert_eq!(s.batch_max_bytes, 10_000_000);
+        assert_eq!(s.max_inflight_bytes, 1 << 30);
+        assert_eq!(size::parse("10485760"), Some(10_485_760));
+        assert_eq!(size::parse("10MiB"), Some(10 << 20));
+        assert_eq!(size::parse("99999999999TiB"), None);
+        assert_eq!(size::parse("1.5GiB"), None);
+        assert_eq!(size::show(10 << 20), "10 MiB");
+        assert_eq!(size::show(1000), "1000 B");
+    }
+
+    #[test]
+    fn misspelt_names_get_a_suggestion() {
+        assert_eq!(closest_name("listn"), Some("listen"));
+        assert_eq!(closest_name("fsyn"), Some("fsync"));
+        assert_eq!(closest_name("max_body_byte"), Some("max_body_bytes"));
+        assert_eq!(closest_name("crash_cycles"), None);
+    }
+
+    #[test]
+    fn the_public_url_is_given_or_derived() {
+        let s = load("", &[]).unwrap();
+        assert_eq!(s.public_base_url().unwrap(), "http://127.0.0.1:8080");
+        let s = load("", &[("HOOKHOUSE_LISTEN", "0.0.0.0:9000")]).unwrap();
+        assert_eq!(s.public_base_url().unwrap(), "http://127.0.0.1:9000");
+        let s = load(
+            "",
+            &[("HOOKHOUSE_PUBLIC_URL", "https://hooks.example.com/")],
+        )
+        .unwrap();
+        assert_eq!(s.public_base_url().unwrap(), "https://hooks.example.com");
+        for bad in ["hooks.example.com", "ftp://x", "https://h.example/?a=1"] {
+            let error = error_of(load("", &[("HOOKHOUSE_PUBLIC_URL", bad)]));
+            assert_eq!(error.setting, "HOOKHOUSE_PUBLIC_URL", "{error}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_its_default() {
+        let help = Settings::help();
+        for f in FIELDS {
+            assert!(
+                help.contains(&format!("HOOKHOUSE_{} [default:", f.name.to_uppercase())),
+                "{help}"
+            );
+        }
+        assert!(
+            help.contains("HOOKHOUSE_MAX_BODY_BYTES [default: 10485760 (10 MiB)]"),
+            "{help}"
+        );
+        assert!(help.contains("HOOKHOUSE_FSYNC [default: always]"), "{help}");
+        assert!(
+            help.contains("HOOKHOUSE_PUBLIC_URL [default: unset]"),
+            "{help}"
+        );
+        // Every field of Settings is in FIELDS, and nothing else.
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        let mut names: Vec<&str> = defaults
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = field_names();
+        names.sort();
+        fields.sort();
+        assert_eq!(names, fields);
     }
 }

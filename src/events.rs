@@ -159,12 +159,142 @@ fn now_and_then(last: &AtomicU64, every: Duration) -> bool {
             .is_ok()
 }
 
+/// Settings.
+pub mod config {
+    /// A `HOOKHOUSE_*` variable that is no setting: said once at start, never refused (scripts
+    /// keep their own), so that a misspelt setting is seen.
+    pub fn unknown_variable(variable: &str, suggestion: Option<&str>) {
+        match suggestion {
+            Some(known) => tracing::warn!(
+                variable,
+                "{variable} is not a hookhouse setting and is ignored; did you mean {known}?"
+            ),
+            None => tracing::warn!(
+                variable,
+                "{variable} is not a hookhouse setting and is ignored"
+            ),
+        }
+    }
+}
+
+/// Lines that a flood could repeat, one per key (a reason, an error code) at most once per
+/// period; [`PerKey::allow`] says how many were held back since the last one let through.
+pub struct PerKey {
+    state: std::sync::Mutex<Vec<(&'static str, u64, u64)>>,
+}
+
+impl PerKey {
+    pub const fn new() -> PerKey {
+        PerKey {
+            state: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `Some(suppressed)` when a line for `key` may be written now, with the number of lines
+    /// for it held back since the last; `None` when this one is held back (and counted).
+    pub fn allow(&self, key: &'static str, every: Duration) -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = state.iter_mut().find(|(k, _, _)| *k == key) else {
+            state.push((key, now, 0));
+            return Some(0);
+        };
+        if now.saturating_sub(entry.1) >= every.as_millis() as u64 {
+            let suppressed = entry.2;
+            *entry = (key, now, 0);
+            Some(suppressed)
+        } else {
+            entry.2 += 1;
+            None
+        }
+    }
+}
+
+impl Default for PerKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// ClickHouse as the health pinger sees it: lost, back, and the backlog delivered after.
+pub mod clickhouse {
+    use super::*;
+
+    pub fn lost(error: &str) {
+        tracing::warn!(%error, "ClickHouse is unreachable: requests are kept in the log and delivered when it is back");
+    }
+
+    pub fn back(down_for: Duration, waiting_records: u64) {
+        let down_secs = down_for.as_secs();
+        if waiting_records == 0 {
+            tracing::info!(
+                down_secs,
+                waiting_records,
+                "ClickHouse is back after {down_secs}s; nothing waited in the log"
+            );
+        } else {
+            tracing::info!(
+                down_secs,
+                waiting_records,
+                "ClickHouse is back after {down_secs}s; delivering the {waiting_records} records that waited in the log"
+            );
+        }
+    }
+
+    /// What waited in the log through an outage is in ClickHouse now: `records` delivered since
+    /// ClickHouse was lost (none are while it is away).
+    pub fn backlog_delivered(records: u64, took: Duration) {
+        tracing::info!(
+            records,
+            took_ms = took.as_millis() as u64,
+            "delivered {records} records that waited through the outage; the log is drained"
+        );
+    }
+}
+
+/// Start-up and shutdown.
+pub mod lifecycle {
+    /// The gateway stopped; `pending` records stay in the log for the next start.
+    pub fn stopped(pending: u64, writer_finished: bool) {
+        if writer_finished && pending == 0 {
+            tracing::info!(pending, "stopped; every accepted request is in ClickHouse");
+        } else if writer_finished {
+            tracing::info!(
+                pending,
+                "stopped; {pending} records stay in the log and land at the next start"
+            );
+        } else {
+            tracing::warn!(pending, "stopped; the writer did not finish within the grace period: {pending} records stay in the log and land at the next start");
+        }
+    }
+}
+
 /// The edge: answers and bytes.
 pub mod http {
     use super::*;
 
     pub fn answered(status: u16, error: Option<&'static str>) {
         counter!("hookhouse_http_requests_total", "code" => status.to_string(), "error" => error.unwrap_or("")).increment(1);
+        if let Some(code) = error.filter(|_| (400..500).contains(&status)) {
+            refused(status, code);
+        }
+    }
+
+    /// A 4xx answer: the sender's mistake, logged so that the operator can tell the sender,
+    /// at most once a second per error code (a flood then says how many it held back).
+    fn refused(status: u16, code: &'static str) {
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow(code, Duration::from_secs(1)) {
+            tracing::info!(
+                status,
+                error = code,
+                suppressed,
+                "request refused with {status} {code}"
+            );
+        }
     }
 
     pub fn body_received(bytes: usize) {
@@ -215,6 +345,12 @@ pub mod wal {
 
     /// The checkpoint was missing (`damaged` false) or unreadable, and bounds were taken from the log.
     pub fn checkpoint_derived(damaged: bool, checkpoint: crate::wal::Checkpoint) {
+        if !damaged && checkpoint.confirmed == 0 && checkpoint.attempted == 0 {
+            // A new data folder (or a lost checkpoint with nothing in the log): nothing to check,
+            // and no cause for a warning on every first start.
+            tracing::debug!("no checkpoint yet and nothing in the log: a new data folder");
+            return;
+        }
         tracing::warn!(
             damaged,
             confirmed = checkpoint.confirmed,
@@ -279,8 +415,23 @@ pub mod writer {
         counter!("hookhouse_rows_inserted_total").increment(rows as u64);
     }
 
-    pub fn rejected(reason: &'static str, count: u64) {
-        counter!("hookhouse_rows_rejected_total", "reason" => reason).increment(count);
+    /// A request landed in `rejected`. Logged with its reason, pipeline, key and request id
+    /// (never the token), at most once a second per reason: a flood of wrong tokens gives one
+    /// line a second, each saying how many like it were not logged.
+    pub fn rejected(request: &crate::writer::exactly_once::RejectedRequest) {
+        let reason = request.reason;
+        counter!("hookhouse_rows_rejected_total", "reason" => reason).increment(1);
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow(reason, Duration::from_secs(1)) {
+            tracing::warn!(
+                reason,
+                pipeline_id = request.pipeline_id,
+                key = %request.key,
+                request_id = %request.request_id,
+                suppressed,
+                "request rejected: it landed in `rejected`, not in the pipeline's data"
+            );
+        }
     }
 
     /// Rows now queryable, with how long after their 200 each landed.

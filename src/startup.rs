@@ -232,21 +232,21 @@ impl Application {
         server_handle.stop(true).await;
         let _ = server.await;
         // Everything answered 200 is written; fsync and close the log.
+        let log = wal.shared().clone();
         tokio::task::spawn_blocking(move || wal.close()).await?;
         trigger.trigger();
         let left = grace.saturating_sub(started.elapsed());
         let mut writer = writer;
-        match tokio::time::timeout(left, &mut writer).await {
-            Ok(_) => tracing::info!(
-                "writer finished; the rest of the log, if any, lands at the next start"
-            ),
+        let finished = match tokio::time::timeout(left, &mut writer).await {
+            Ok(_) => true,
             Err(_) => {
                 // Stopped like a crash would stop it: the next start checks what it attempted.
                 writer.abort();
                 let _ = writer.await;
-                tracing::warn!("writer did not finish within the grace period; what it held stays in the log and lands at the next start")
+                false
             }
-        }
+        };
+        events::lifecycle::stopped(log.pending_records(), finished);
         // Only now may another gateway open this data folder.
         drop(lock);
         Ok(())

@@ -224,6 +224,17 @@ async fn writer(
     let stop = delivery.stop_running_inserts();
     step(recorder, "delivery.stop_running_inserts", stop).await?;
     let drift = step(recorder, "delivery.drift", delivery.drift()).await?;
+    // `hookhouse request show`: an id in `events`, one in `rejected`, one in neither.
+    let mut found = Vec::new();
+    for id in [rows[0].request_id, rows[1].request_id, ids[5].as_str()] {
+        let id = RequestId::from_bytes(id.as_bytes()).context("a generated id")?;
+        let rows = step(recorder, "store.find_request", store::find_request(ch, &id)).await?;
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|r| json!([r.landed_in, r.pipeline_id, r.__kdd_requester_key, r.reason]))
+            .collect();
+        found.push(json!({"request_id": id.as_str(), "found": rows}));
+    }
 
     let mut present: Vec<String> = present.into_iter().collect();
     present.sort_unstable();
@@ -236,6 +247,7 @@ async fn writer(
     results.insert("present".into(), json!(present));
     results.insert("running_inserts".into(), running.into());
     results.insert("drift".into(), json!(drift));
+    results.insert("requests_found".into(), json!(found));
     results.insert("event_columns".into(), json!(EVENT_COLUMNS));
     results.insert("rejected_columns".into(), json!(REJECTED_COLUMNS));
     Ok(())

@@ -10,7 +10,8 @@ use serde_json::json;
 use crate::clickhouse::rows::{PipelineRow, TokenRow};
 use crate::clickhouse::{migrate, store, Clickhouse};
 use crate::config::Settings;
-use crate::{startup, telemetry, Application};
+use crate::ingest::RequestId;
+use crate::{events, startup, telemetry, Application};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (applies pending migrations first, once ClickHouse answers).
+    #[command(after_help = Settings::help())]
     Serve,
     /// Apply the schema migrations to ClickHouse; safe to run again.
     Migrate,
@@ -41,12 +43,31 @@ pub enum Command {
     /// Create, list or revoke tokens (a key and a secret token).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Look up what became of a request.
+    #[command(subcommand)]
+    Request(RequestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Did a request land? By its __kdd_request_id: landed (in `events`), rejected (with the
+    /// reason), pending in this gateway's log (HOOKHOUSE_DATA_DIR, read without disturbing a
+    /// running gateway), or unknown. Exit code 0 when found, 1 when unknown.
+    #[command(
+        after_help = "Exit status: 0 when the request is found (landed, rejected or pending), 1 when it is unknown or on an error."
+    )]
+    Show {
+        /// The request's __kdd_request_id from its 200 answer: 20 lowercase letters.
+        #[arg(value_name = "REQUEST_ID")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PipelineCommand {
     /// Create a pipeline and its `pipeline_<id>` view.
     Create {
+        /// A name for it, unique among pipelines (1 to 200 characters).
         #[arg(long)]
         name: String,
     },
@@ -54,11 +75,13 @@ pub enum PipelineCommand {
     List,
     /// Stop a pipeline accepting data: its requests go to `rejected` as PIPELINE_DISABLED.
     Disable {
+        /// The pipeline's id (see `pipeline list`).
         #[arg(long)]
         id: u64,
     },
     /// Let a disabled pipeline accept data again.
     Enable {
+        /// The pipeline's id (see `pipeline list`).
         #[arg(long)]
         id: u64,
     },
@@ -69,13 +92,16 @@ pub enum TokenCommand {
     /// Create a token for the given pipelines (repeat --pipeline), or for all if none is given.
     /// The token is printed once; only its hash is stored.
     Create {
+        /// A name for the token, to tell it apart in `token list` (e.g. the sender's name).
         #[arg(long)]
         name: String,
+        /// A pipeline the token may write to; repeat for several. None: every pipeline.
         #[arg(long = "pipeline", value_name = "ID")]
         pipelines: Vec<u64>,
     },
     /// Revoke a token by its key: its requests are rejected within seconds on every gateway.
     Revoke {
+        /// The token's key, a UUID (see `token list`).
         #[arg(long)]
         key: String,
     },
@@ -86,6 +112,9 @@ pub enum TokenCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init_logs(settings.log_format);
+    for (variable, suggestion) in Settings::unknown_variables() {
+        events::config::unknown_variable(&variable, suggestion.as_deref());
+    }
     match cli.command {
         Command::Serve => {
             let app = Application::build(settings).await?;
@@ -116,6 +145,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Pipeline(command) => pipeline(command, &settings, cli.json).await,
         Command::Token(command) => token(command, &settings, cli.json).await,
+        Command::Request(RequestCommand::Show { id }) => {
+            request_show(&id, &settings, cli.json).await
+        }
     }
 }
 
@@ -224,12 +256,24 @@ async fn token(command: TokenCommand, settings: &Settings, as_json: bool) -> any
     };
     match command {
         TokenCommand::Create { name, pipelines } => {
+            let base = settings.public_base_url()?;
             let (row, key, token) = store::create_token(&ch, &name, &pipelines).await?;
+            let url = |pipeline: &str| {
+                format!(
+                    "{base}/?pipeline_id={pipeline}&key={key}&token={}",
+                    token.reveal()
+                )
+            };
             if as_json {
-                println!(
-                    "{}",
-                    json!({"key": key.to_string(), "token": token.reveal(), "name": row.name, "pipelines": row.pipelines})
-                );
+                let mut out = json!({"key": key.to_string(), "token": token.reveal(), "name": row.name, "pipelines": row.pipelines});
+                if row.pipelines.is_empty() {
+                    out["url"] = url("PIPELINE_ID").into();
+                } else {
+                    let urls: Vec<String> =
+                        row.pipelines.iter().map(|p| url(&p.to_string())).collect();
+                    out["urls"] = urls.into();
+                }
+                println!("{out}");
             } else {
                 println!(
                     "Created token {:?} for {}.",
@@ -238,13 +282,38 @@ async fn token(command: TokenCommand, settings: &Settings, as_json: bool) -> any
                 );
                 println!("key:   {key}");
                 println!("token: {}", token.reveal());
+                if row.pipelines.is_empty() {
+                    println!("The sender's URL (put a pipeline's id in place of PIPELINE_ID):");
+                    println!("  {}", url("PIPELINE_ID"));
+                } else {
+                    println!("The sender's URL (POST the JSON body to it):");
+                    for pipeline in &row.pipelines {
+                        println!("  {}", url(&pipeline.to_string()));
+                    }
+                }
+                if settings.public_url.is_none() {
+                    println!(
+                        "(Set HOOKHOUSE_PUBLIC_URL to the address senders reach this gateway at.)"
+                    );
+                }
                 println!("The token is shown only now; hookhouse keeps only its hash.");
             }
         }
         TokenCommand::Revoke { key } => {
-            let row = store::revoke_token(&ch, &key).await?;
+            let (row, already) = match store::revoke_token(&ch, &key).await {
+                Ok(row) => (row, false),
+                Err(store::StoreError::AlreadyRevoked(row)) => (row, true),
+                Err(error) => return Err(error.into()),
+            };
             if as_json {
-                println!("{}", token_json(&row));
+                let mut out = token_json(&row);
+                out["already_revoked"] = already.into();
+                println!("{out}");
+            } else if already {
+                println!(
+                    "Key {} ({}) was already revoked; nothing changed.",
+                    row.key, row.name
+                );
             } else {
                 println!(
                     "Revoked key {} ({}). Its requests are rejected within 10 seconds.",
@@ -290,6 +359,121 @@ async fn token(command: TokenCommand, settings: &Settings, as_json: bool) -> any
         }
     }
     Ok(())
+}
+
+/// `hookhouse request show`: where a request is, from the log of this gateway's data folder
+/// and from ClickHouse. Unknown is an error (exit 1), so that scripts can test for it.
+async fn request_show(id: &str, settings: &Settings, as_json: bool) -> anyhow::Result<()> {
+    let request_id = RequestId::from_bytes(id.as_bytes()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{id:?} is not a request id: a __kdd_request_id is 20 lowercase letters, like rydjemeilmsqkqvjtfkc"
+        )
+    })?;
+    let found = request_outcomes(&request_id, settings).await?;
+    if found.is_empty() {
+        if as_json {
+            println!("{}", json!({"request_id": id, "status": "unknown"}));
+        }
+        anyhow::bail!(
+            "request {id} is unknown: not in {} nor in the log in {} (it may have been accepted by \
+             another gateway, with another data folder, or never answered 200)",
+            settings.clickhouse_database,
+            settings.data_dir.display()
+        );
+    }
+    for outcome in found {
+        if as_json {
+            println!("{outcome}");
+        } else {
+            println!("{}", describe_outcome(&outcome, settings));
+        }
+    }
+    Ok(())
+}
+
+/// The request's rows in `events` and `rejected`, or else its record waiting in the log; empty
+/// when it is in neither. If ClickHouse cannot be asked, the log alone answers when it can.
+async fn request_outcomes(
+    request_id: &RequestId,
+    settings: &Settings,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (id, data_dir) = (request_id.as_str(), &settings.data_dir);
+    let in_log = crate::wal::lookup::find_pending(data_dir, request_id).with_context(|| {
+        format!(
+            "reading the log in {} (HOOKHOUSE_DATA_DIR)",
+            data_dir.display()
+        )
+    })?;
+    let landed = match read_client(settings).await {
+        Ok(ch) => store::find_request(&ch, request_id)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(error) => Err(error),
+    };
+    let landed = match (landed, &in_log) {
+        (Ok(rows), _) => rows,
+        (Err(error), Some(_)) => {
+            eprintln!(
+                "hookhouse: ClickHouse not asked: {}",
+                crate::error_chain::one_line(&*error)
+            );
+            Vec::new()
+        }
+        (Err(error), None) => return Err(error),
+    };
+    let mut found: Vec<serde_json::Value> = landed
+        .iter()
+        .map(|row| {
+            let status = if row.landed_in == "events" {
+                "landed"
+            } else {
+                "rejected"
+            };
+            json!({
+                "request_id": id, "status": status, "table": row.landed_in,
+                "pipeline_id": row.pipeline_id, "key": row.__kdd_requester_key,
+                "accepted_at": when_precise(row.__kdd_request_unix_timestamp),
+                "__kdd_request_unix_timestamp": row.__kdd_request_unix_timestamp,
+                "reason": (!row.reason.is_empty()).then_some(&row.reason),
+            })
+        })
+        .collect();
+    if let (true, Some(record)) = (found.is_empty(), &in_log) {
+        found.push(json!({
+            "request_id": id, "status": "pending", "data_dir": data_dir.display().to_string(),
+            "pipeline_id": record.pipeline_id.get(), "key": record.key.to_string(),
+            "accepted_at": when_precise(record.accepted_at.secs()),
+            "__kdd_request_unix_timestamp": record.accepted_at.secs(),
+        }));
+    }
+    Ok(found)
+}
+
+/// One outcome of [`request_outcomes`] as a line for people.
+fn describe_outcome(outcome: &serde_json::Value, settings: &Settings) -> String {
+    let text = |field: &str| outcome[field].as_str().unwrap_or_default().to_string();
+    let (id, at, key) = (text("request_id"), text("accepted_at"), text("key"));
+    let pipeline = &outcome["pipeline_id"];
+    let database = &settings.clickhouse_database;
+    match outcome["status"].as_str() {
+        Some("landed") => format!(
+            "{id}: landed in {database}.events, pipeline {pipeline}, key {key}, accepted {at}."
+        ),
+        Some("rejected") => format!(
+            "{id}: rejected ({}), in {database}.rejected, pipeline {pipeline}, key {key}, accepted {at}.",
+            text("reason")
+        ),
+        _ => format!(
+            "{id}: pending, in the log in {} and not yet in ClickHouse; pipeline {pipeline}, key {key}, accepted {at}.",
+            settings.data_dir.display()
+        ),
+    }
+}
+
+fn when_precise(secs: f64) -> String {
+    chrono::DateTime::from_timestamp_micros((secs * 1e6) as i64)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .unwrap_or_default()
 }
 
 fn pipeline_json(row: &PipelineRow) -> serde_json::Value {

@@ -48,6 +48,18 @@ pub struct TokenRow {
     pub version: u64,
 }
 
+/// A request found in `events` or `rejected` (`hookhouse request show`).
+#[derive(Debug, Row, Deserialize)]
+pub struct RequestOutcomeRow {
+    /// `events` or `rejected`.
+    pub landed_in: String,
+    pub pipeline_id: u64,
+    pub __kdd_request_unix_timestamp: f64,
+    pub __kdd_requester_key: String,
+    /// Empty for `events`.
+    pub reason: String,
+}
+
 /// One column of request ids, for asking ClickHouse which rows of a batch it already has.
 #[derive(Debug, Row, Deserialize)]
 pub struct RequestIdRow {

@@ -7,7 +7,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::client::{ChError, Clickhouse};
-use super::rows::{PipelineRow, TokenRow};
+use super::rows::{PipelineRow, RequestOutcomeRow, TokenRow};
 use crate::ingest::{Key, PipelineId, Token};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,9 @@ pub enum StoreError {
     NoSuchKey(String),
     #[error("{0}")]
     Invalid(String),
+    /// Nothing to do: the key was revoked before (its row, unchanged).
+    #[error("key {} was already revoked", .0.key)]
+    AlreadyRevoked(TokenRow),
 }
 
 impl From<clickhouse::error::Error> for StoreError {
@@ -109,6 +112,14 @@ async fn insert_token(ch: &Clickhouse, row: &TokenRow) -> Result<(), StoreError>
 /// command and not an API.
 pub async fn create_pipeline(ch: &Clickhouse, name: &str) -> Result<PipelineRow, StoreError> {
     check_name(name)?;
+    // Names are how operators tell pipelines apart (in `pipeline list`, in dashboards): two of
+    // one name would be sent to and queried by mistake.
+    if let Some(same) = list_pipelines(ch).await?.iter().find(|p| p.name == name) {
+        return Err(StoreError::Invalid(format!(
+            "a pipeline named {name:?} already exists (id {}); pick another name",
+            same.pipeline_id
+        )));
+    }
     #[derive(clickhouse::Row, serde::Deserialize)]
     struct Max {
         max: u64,
@@ -198,8 +209,33 @@ pub async fn revoke_token(ch: &Clickhouse, key: &str) -> Result<TokenRow, StoreE
         ))
     })?;
     let mut row = find_token(ch, &key).await?;
+    if row.revoked != 0 {
+        return Err(StoreError::AlreadyRevoked(row));
+    }
     row.revoked = 1;
     row.version = next_version(row.version);
     insert_token(ch, &row).await?;
     Ok(row)
+}
+
+/// Where a request landed: its rows in `events` (reason empty) and `rejected`, by request id.
+///
+/// Neither table is ordered by request id, so this reads the column through: fine for an
+/// operator's question, not for a hot path.
+pub async fn find_request(
+    ch: &Clickhouse,
+    request_id: &crate::ingest::RequestId,
+) -> Result<Vec<RequestOutcomeRow>, StoreError> {
+    // `request_id` is parsed (20 lowercase letters), so it is safe inside the literal.
+    let id = request_id.as_str();
+    let mut found = Vec::new();
+    for (table, reason) in [("events", "''"), ("rejected", "reason")] {
+        let sql = format!(
+            "SELECT '{table}' AS landed_in, pipeline_id, __kdd_request_unix_timestamp, \
+             __kdd_requester_key, {reason} AS reason FROM {} WHERE __kdd_request_id = '{id}'",
+            ch.table(table)
+        );
+        found.extend(ch.fetch_all::<RequestOutcomeRow>(&sql).await?);
+    }
+    Ok(found)
 }

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -20,6 +20,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::clickhouse::Clickhouse;
+use crate::events;
 use crate::shutdown::Shutdown;
 use crate::wal;
 use crate::writer::supervisor::WriterHealth;
@@ -94,18 +95,77 @@ impl Health {
         ]
     }
 
-    /// Pings ClickHouse every second until shutdown.
+    /// Pings ClickHouse every second until shutdown, and says when it is lost, when it is
+    /// back, and when what waited in the log meanwhile has been delivered.
     pub async fn watch_clickhouse(self: Arc<Self>, ch: Clickhouse, mut shutdown: Shutdown) {
+        let mut outage = Outage::Unknown;
         loop {
             let state = ch
                 .ping(PING_WITHIN)
                 .await
                 .map_err(|e| format!("unreachable: {e}"));
+            outage = outage.next(state.as_ref().err().map(String::as_str), &self.wal);
             self.set_clickhouse(state);
             tokio::select! {
                 _ = tokio::time::sleep(PING_EVERY) => {}
                 _ = shutdown.triggered() => return,
             }
+        }
+    }
+}
+
+/// Where ClickHouse stands between pings, for the lines that say it was lost and came back.
+enum Outage {
+    /// Not pinged yet.
+    Unknown,
+    Up,
+    /// Unreachable since `since`; the checkpoint stood at `from` then.
+    Down {
+        since: Instant,
+        from: u64,
+    },
+    /// Back since `since`; the log holds what waited, up to sequence number `until`.
+    Draining {
+        since: Instant,
+        from: u64,
+        until: u64,
+    },
+}
+
+impl Outage {
+    fn next(self, error: Option<&str>, wal: &wal::Shared) -> Outage {
+        let confirmed = || wal.confirmed.load(Ordering::Relaxed);
+        let state = match (self, error) {
+            (Outage::Down { since, from }, None) => {
+                // The writer may have delivered some already: it retries on its own too.
+                let waiting = wal.pending_records();
+                events::clickhouse::back(since.elapsed(), waiting);
+                Outage::Draining {
+                    since: Instant::now(),
+                    from,
+                    until: confirmed() + waiting,
+                }
+            }
+            (down @ Outage::Down { .. }, Some(_)) => down,
+            (_, Some(error)) => {
+                events::clickhouse::lost(error);
+                Outage::Down {
+                    since: Instant::now(),
+                    from: confirmed(),
+                }
+            }
+            (draining @ Outage::Draining { .. }, None) => draining,
+            (Outage::Unknown | Outage::Up, None) => Outage::Up,
+        };
+        match state {
+            Outage::Draining { since, from, until } if confirmed() >= until => {
+                let delivered = confirmed().saturating_sub(from);
+                if delivered > 0 {
+                    events::clickhouse::backlog_delivered(delivered, since.elapsed());
+                }
+                Outage::Up
+            }
+            other => other,
         }
     }
 }

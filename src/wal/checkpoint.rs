@@ -95,6 +95,16 @@ impl CheckpointFile {
     }
 }
 
+/// The checkpoint in data folder `dir`, opened read-only: for a reader beside a running gateway
+/// (`hookhouse request show`), which must neither lock nor write. `None` if missing or damaged.
+pub fn read_only(dir: &Path) -> io::Result<Option<Checkpoint>> {
+    match File::open(dir.join(FILE)) {
+        Ok(file) => Ok(newest_slot(&file)?.map(|(_, checkpoint)| checkpoint)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// What the checkpoint file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {

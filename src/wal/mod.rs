@@ -13,6 +13,7 @@
 //! - [`reader`]: the batch writer's view of the log, and deleting segments ClickHouse has.
 //! - [`checkpoint`]: how far ClickHouse has confirmed the log, and how far inserts may have gone.
 //! - [`lock`]: one data folder, one gateway.
+//! - [`lookup`]: one request found in the log, read-only, beside a running gateway.
 //!
 //! Invariants: a 200 is sent only after the record's bytes are written and (in `always` mode)
 //! fsynced; a segment is deleted only when every record in it is at or below the confirmed
@@ -21,6 +22,7 @@
 pub mod checkpoint;
 pub mod lock;
 pub mod log;
+pub mod lookup;
 pub mod reader;
 pub mod record;
 pub mod segment;

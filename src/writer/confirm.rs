@@ -34,8 +34,8 @@ pub async fn confirm(
             .iter()
             .map(|r| Duration::from_secs_f64((now - r.accepted_at.secs()).max(0.0))),
     );
-    for reason in &landed.rejected {
-        events::writer::rejected(reason, 1);
+    for request in &landed.rejected {
+        events::writer::rejected(request);
     }
     events::writer::batch_inserted(landed.events, landed.rejected.len(), started.elapsed());
     release(shared.clone(), last.seq);

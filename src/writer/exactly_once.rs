@@ -79,12 +79,21 @@ pub trait LocalDisk {
 pub struct Landed {
     /// Rows inserted into `events` now.
     pub events: usize,
-    /// Rows inserted into `rejected` now, by reason.
-    pub rejected: Vec<&'static str>,
+    /// Rows inserted into `rejected` now, each with its reason.
+    pub rejected: Vec<RejectedRequest>,
     /// Rows not sent because an earlier, unconfirmed insert had landed them.
     pub already_present: usize,
     /// Rows kept in `undeliverable/`.
     pub set_aside: usize,
+}
+
+/// A request that landed in `rejected`: what an operator needs to find it (never the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRequest {
+    pub reason: &'static str,
+    pub pipeline_id: u64,
+    pub key: String,
+    pub request_id: String,
 }
 
 pub struct ExactlyOnce<D, L> {
@@ -283,7 +292,12 @@ fn count(part: &[Landing<'_>], landed: &mut Landed) {
     for row in part {
         match row.reason {
             None => landed.events += 1,
-            Some(reason) => landed.rejected.push(reason),
+            Some(reason) => landed.rejected.push(RejectedRequest {
+                reason,
+                pipeline_id: row.pipeline_id,
+                key: row.key.clone(),
+                request_id: row.request_id.to_string(),
+            }),
         }
     }
 }
