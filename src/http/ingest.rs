@@ -60,12 +60,12 @@ async fn accept(
         limiter.check(&credentials.key, verdict)?;
     }
     // Held until the log has answered: bound the requests, and the body bytes, in flight.
-    let _permit = state
+    let permit = state
         .inflight
         .clone()
         .try_acquire_owned()
         .map_err(|_| unavailable)?;
-    let (body, _bytes_permit) = read_body(payload, state).await?;
+    let (body, bytes_permit) = read_body(payload, state).await?;
     events::http::body_received(body.len());
     check_body(&body).map_err(Refusal::Body)?;
     let record = NewRecord {
@@ -78,7 +78,10 @@ async fn accept(
     };
     let (request_id, accepted_at, body_len) =
         (record.request_id, record.accepted_at, record.body.len());
-    match state.wal.append(record).await {
+    // The permits go with the record: they are released once it has left the log's queue, not
+    // when this handler ends (a sender that hangs up must not free memory still held there).
+    let held: crate::wal::Held = Some(Box::new((permit, bytes_permit)));
+    match state.wal.append_holding(record, held).await {
         Ok(_seq) => {
             events::http::accepted(request_id.as_str(), credentials.pipeline_id.get(), body_len);
             Ok((request_id, accepted_at))

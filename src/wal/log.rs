@@ -74,8 +74,12 @@ pub enum AppendError {
     Closed,
 }
 
+/// Something an append keeps alive until its record has left the queue (see
+/// [`Wal::append_holding`]).
+pub type Held = Option<Box<dyn Send>>;
+
 enum Command {
-    Append(NewRecord, oneshot::Sender<Result<u64, AppendError>>),
+    Append(NewRecord, oneshot::Sender<Result<u64, AppendError>>, Held),
     Sync,
     Close,
 }
@@ -216,9 +220,16 @@ impl Wal {
 
     /// Appends `record` and returns its sequence number once it is durable.
     pub async fn append(&self, record: NewRecord) -> Result<u64, AppendError> {
+        self.append_holding(record, None).await
+    }
+
+    /// [`Wal::append`], keeping `held` until the record has left the log's queue (written or
+    /// refused), even if the caller stops waiting: what bounds the memory of requests in flight
+    /// must also cover a body queued here after its sender went away.
+    pub async fn append_holding(&self, record: NewRecord, held: Held) -> Result<u64, AppendError> {
         let (reply_tx, reply_rx) = oneshot::channel();
         self.tx
-            .send(Command::Append(record, reply_tx))
+            .send(Command::Append(record, reply_tx, held))
             .await
             .map_err(|_| AppendError::Closed)?;
         reply_rx.await.map_err(|_| AppendError::Closed)?
@@ -266,6 +277,7 @@ struct Appender {
 impl Appender {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut group = Vec::new();
+        let mut held = Vec::new();
         let mut buf = Vec::new();
         let mut closing = false;
         while !closing {
@@ -276,9 +288,10 @@ impl Appender {
             let mut sync_asked = false;
             for cmd in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                 match cmd {
-                    Command::Append(record, reply) => {
+                    Command::Append(record, reply, hold) => {
                         group_bytes += record.frame_len();
                         group.push((record, reply));
+                        held.extend(hold);
                     }
                     Command::Sync => sync_asked = true,
                     Command::Close => closing = true,
@@ -290,6 +303,7 @@ impl Appender {
             if !group.is_empty() {
                 self.commit(&mut group, &mut buf);
             }
+            held.clear();
             if (sync_asked || closing) && self.unsynced {
                 self.sync_active();
             }
@@ -563,4 +577,50 @@ fn recover(dir: &Path, quarantine_dir: &Path, checkpoint: Checkpoint) -> io::Res
         bytes,
         torn_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Notes, when dropped, the last durable sequence number at that moment (plus one, so that 0
+    /// means "not dropped yet").
+    struct Witness(watch::Receiver<DurablePos>, Arc<AtomicU64>);
+
+    impl Drop for Witness {
+        fn drop(&mut self) {
+            self.1.store(self.0.borrow().seq + 1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_an_append_holds_goes_with_the_record_not_with_a_caller_that_went_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(WalConfig {
+            dir: dir.path().to_path_buf(),
+            max_bytes: 1 << 30,
+            segment_bytes: 1 << 20,
+            fsync: FsyncMode::Always,
+        })
+        .unwrap();
+        let seen_at_drop = Arc::new(AtomicU64::new(0));
+        let held: Held = Some(Box::new(Witness(
+            wal.shared().durable(),
+            seen_at_drop.clone(),
+        )));
+        let record = super::super::record::tests::sample(b"{}");
+        // A caller that stops waiting as soon as its record is queued.
+        let append = wal.append_holding(record, held);
+        let _ = tokio::time::timeout(Duration::from_micros(1), append).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen_at_drop.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            seen_at_drop.load(Ordering::SeqCst),
+            2,
+            "released only once the record was durable (seq 1)"
+        );
+        tokio::task::block_in_place(|| wal.close());
+    }
 }

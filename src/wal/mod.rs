@@ -32,6 +32,6 @@ mod model_tests;
 
 pub use checkpoint::{Checkpoint, CheckpointFile};
 pub use lock::DataDirLock;
-pub use log::{AppendError, DurablePos, FsyncMode, Recovery, Shared, Wal, WalConfig};
+pub use log::{AppendError, DurablePos, FsyncMode, Held, Recovery, Shared, Wal, WalConfig};
 pub use reader::{release_through, LogReader};
 pub use record::{NewRecord, Record};
