@@ -4,7 +4,6 @@
 //! series that count it, so the two can never disagree and call sites stay one line. The series
 //! names are listed in the README's Operations section.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{
@@ -143,20 +142,6 @@ pub fn describe() {
     for (name, help) in histograms {
         describe_histogram!(name, help);
     }
-}
-
-/// True at most once per `every` for one `last` marker: for log lines that a flood or a
-/// polling loop could otherwise repeat without end.
-fn now_and_then(last: &AtomicU64, every: Duration) -> bool {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    let before = last.load(Ordering::Relaxed);
-    now.saturating_sub(before) >= every.as_millis() as u64
-        && last
-            .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
 }
 
 /// Settings.
@@ -466,9 +451,9 @@ pub mod writer {
 
     /// Every row fails because `events` or `rejected` changed under the gateway.
     pub fn tables_changed(drift: &str, error: &dyn std::fmt::Display) {
-        static LAST: AtomicU64 = AtomicU64::new(0);
-        if now_and_then(&LAST, Duration::from_secs(10)) {
-            tracing::error!(%drift, %error, "ClickHouse refuses every row because its tables changed; nothing is rejected for it: the rows wait in the log until the tables take them again");
+        static LIMIT: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMIT.allow("tables_changed", Duration::from_secs(10)) {
+            tracing::error!(%drift, %error, suppressed, "ClickHouse refuses every row because its tables changed; nothing is rejected for it: the rows wait in the log until the tables take them again");
         }
     }
 
@@ -477,9 +462,9 @@ pub mod writer {
     }
 
     pub fn waiting_for_own_inserts(running: u64) {
-        static LAST: AtomicU64 = AtomicU64::new(0);
-        if now_and_then(&LAST, Duration::from_secs(10)) {
-            tracing::warn!(running, "waiting for this gateway's earlier inserts to finish in ClickHouse before checking what landed");
+        static LIMIT: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMIT.allow("waiting_for_own_inserts", Duration::from_secs(10)) {
+            tracing::warn!(running, suppressed, "waiting for this gateway's earlier inserts to finish in ClickHouse before checking what landed");
         }
     }
 

@@ -19,8 +19,7 @@ use crate::config::Settings;
 use crate::credentials::SharedCredentials;
 use crate::http::{self, AppState, Health, KeyRateLimiter};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::wal::checkpoint::Stored;
-use crate::wal::{Checkpoint, CheckpointFile, DataDirLock, Wal, WalConfig};
+use crate::wal::{checkpoint, Checkpoint, DataDirLock, Wal, WalConfig};
 use crate::writer::retry::Retry;
 use crate::writer::supervisor::{self, WriterHealth};
 use crate::writer::{Writer, WriterConfig};
@@ -120,12 +119,11 @@ impl Application {
                 // A writer started again after a panic goes on from the checkpoint it stored.
                 let checkpoint = first_checkpoint
                     .take()
-                    .or_else(
-                        || match CheckpointFile::new(&writer_config.data_dir).load() {
-                            Ok(Stored::Found(checkpoint)) => Some(checkpoint),
-                            _ => None,
-                        },
-                    )
+                    .or_else(|| {
+                        checkpoint::read_only(&writer_config.data_dir)
+                            .ok()
+                            .flatten()
+                    })
                     // Unreadable now: check everything it may have sent, which the newest
                     // durable record bounds.
                     .unwrap_or(Checkpoint {
@@ -144,7 +142,6 @@ impl Application {
                     credentials.clone(),
                     &writer_config,
                     retry,
-                    writer_health.clone(),
                 )
                 .run()
             }

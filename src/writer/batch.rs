@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::retry::{Retry, Stopped};
-use super::supervisor::WriterHealth;
 use crate::wal::{self, DurablePos, LogReader, Record};
 
 pub struct BatchLimits {
@@ -25,22 +24,15 @@ pub struct Batches {
     reader: Option<LogReader>,
     durable: watch::Receiver<DurablePos>,
     limits: BatchLimits,
-    health: Arc<WriterHealth>,
 }
 
 impl Batches {
     /// Reads the log from the record after `confirmed`.
-    pub fn new(
-        shared: Arc<wal::Shared>,
-        confirmed: u64,
-        limits: BatchLimits,
-        health: Arc<WriterHealth>,
-    ) -> Batches {
+    pub fn new(shared: Arc<wal::Shared>, confirmed: u64, limits: BatchLimits) -> Batches {
         Batches {
             durable: shared.durable(),
             reader: Some(LogReader::new(shared, confirmed)),
             limits,
-            health,
         }
     }
 
@@ -70,12 +62,12 @@ impl Batches {
                 if stopping {
                     return Err(Stopped);
                 }
-                self.health.idle();
+                retry.idle();
                 tokio::select! {
                     _ = self.durable.changed() => {}
                     _ = retry.shutdown.triggered() => {}
                 }
-                self.health.beat();
+                retry.beat();
                 continue;
             }
             let deadline = *first_at.get_or_insert_with(Instant::now) + self.limits.max_wait;

@@ -62,7 +62,6 @@ impl Writer {
         credentials: Arc<SharedCredentials>,
         config: &WriterConfig,
         retry: Retry,
-        health: Arc<supervisor::WriterHealth>,
     ) -> Writer {
         let limits = BatchLimits {
             max_rows: config.batch_max_rows,
@@ -75,7 +74,7 @@ impl Writer {
             &config.data_dir,
         );
         Writer {
-            batches: Batches::new(shared.clone(), checkpoint.confirmed, limits, health),
+            batches: Batches::new(shared.clone(), checkpoint.confirmed, limits),
             shared,
             authenticate: Authenticate::new(
                 delivery.clickhouse().clone(),

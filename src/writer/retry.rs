@@ -51,6 +51,11 @@ impl Retry {
         self.health.beat();
     }
 
+    /// Tells the supervisor the writer waits for work: healthy however long that takes.
+    pub fn idle(&self) {
+        self.health.idle();
+    }
+
     /// Logs a ClickHouse failure and waits before the next try.
     pub async fn pause(
         &mut self,
