@@ -434,7 +434,9 @@ exercise_proxy() {
     local base=$1 answers=() q="pipeline_id=1&key=6f1c1c0e-8f0e-4c47-9a43-0d3b5c1a2b3c"
     # HTTP/1.1, as webhook senders speak: over HTTP/2, Caddy 2.6 now and then resets the stream
     # of a 502 answered before the body was read (curl: 000, "Stream error").
-    local curl_flags=(--http1.1 -sk -o /dev/null)
+    # No `Expect: 100-continue` (curl adds it past 1 MiB; webhook senders do not): Caddy may
+    # pass the upstream's 100 on and then drop the connection, which curl reports as code 100.
+    local curl_flags=(--http1.1 -sk -o /dev/null -H 'Expect:')
     answers+=("$(curl "${curl_flags[@]}" -w '%{http_code}' --data '{"a":1}' "$base/?$q&token=$SECRET")")
     answers+=("$(curl "${curl_flags[@]}" -w '%{http_code}' --data '{"a":1}' "$base/?%74oken=$SECRET&$q")")
     answers+=("$(curl "${curl_flags[@]}" -w '%{http_code}' --data '{"a":1}' "$base/?token=${SECRET}a&$q&token=${SECRET}b")")
