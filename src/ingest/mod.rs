@@ -5,9 +5,11 @@
 //! (CONTRACT §1) and lives in one place, [`params::parse_query`] then [`body::check_body`].
 
 pub mod body;
+pub mod headers;
 pub mod params;
 pub mod request;
 
 pub use body::{check_body, BodyError};
+pub use headers::Headers;
 pub use params::{parse_query, Credentials, Key, ParamError, PipelineId, Token, TokenHash};
 pub use request::{AcceptedAt, RequestId};
