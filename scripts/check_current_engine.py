@@ -258,12 +258,14 @@ def check_rows(engine, results, failures):
         have = engine.rows(
             "SELECT pipeline_id, __kdd_request_id, "
             "reinterpretAsUInt64(__kdd_request_unix_timestamp), __kdd_requester_key, "
-            f"lower(hex(__kdd_request_body)), toUInt32(received_at){reason} "
+            f"lower(hex(__kdd_request_body)), toUInt32(received_at), "
+            f"event_type, delivery_id, headers{reason} "
             f"FROM `{db}`.{table} ORDER BY __kdd_request_id"
         )
         want = [
             [r["pipeline_id"], r["request_id"], float_bits(r["accepted_at"]), r["key"]]
             + [r["body_hex"], r["received_at"]]
+            + [r["event_type"], r["delivery_id"], r["headers"]]
             + ([r["reason"]] if reason else [])
             for r in landings
             if (r["reason"] is not None) == bool(reason)

@@ -70,6 +70,12 @@ pub enum Reason {
     KeyNotAllowed,
     /// ClickHouse refused the row for good (not a passing failure).
     InsertFailed,
+    /// The pipeline verifies signatures and this one is missing, wrong or stale (CONTRACT §8).
+    InvalidSignature,
+    /// The pipeline keeps other event types.
+    EventFiltered,
+    /// The same delivery already landed in the last 7 days.
+    DuplicateDelivery,
 }
 
 impl Reason {
@@ -82,6 +88,9 @@ impl Reason {
             Reason::PipelineDisabled => "PIPELINE_DISABLED",
             Reason::KeyNotAllowed => "KEY_NOT_ALLOWED",
             Reason::InsertFailed => "INSERT_FAILED",
+            Reason::InvalidSignature => "INVALID_SIGNATURE",
+            Reason::EventFiltered => "EVENT_FILTERED",
+            Reason::DuplicateDelivery => "DUPLICATE_DELIVERY",
         }
     }
 }

@@ -272,15 +272,18 @@ fn landings<'a>(admin: &Admin, ids: &'a [RequestId], bodies: &'a [String]) -> Ve
         .map(|(n, ((pipeline_id, key, reason), (id, body)))| {
             // 2026-01-01, with the sub-millisecond part the contract promises.
             let accepted_at = 1_767_225_600.123_456_7 + n as f64;
-            Landing {
+            let mut row = Landing::new(
                 pipeline_id,
-                request_id: id.as_str(),
+                id.as_str(),
                 accepted_at,
-                key: key.clone(),
-                body,
-                received_at: accepted_at as u32,
-                reason: reason.map(Reason::as_str),
-            }
+                key.clone(),
+                body.into(),
+            );
+            row.event_type = format!("type.{n}");
+            row.delivery_id = format!("delivery-{n}");
+            row.headers = r#"{"x-github-event":"push"}"#;
+            row.reason = reason.map(Reason::as_str);
+            row
         })
         .collect()
 }
@@ -291,8 +294,11 @@ fn landing_json(row: &Landing) -> Value {
         "request_id": row.request_id,
         "accepted_at": row.accepted_at,
         "key": row.key,
-        "body_hex": hex::encode(row.body),
+        "body_hex": hex::encode(row.body.as_bytes()),
         "received_at": row.received_at,
+        "event_type": row.event_type,
+        "delivery_id": row.delivery_id,
+        "headers": row.headers,
         "reason": row.reason,
     })
 }
@@ -456,12 +462,17 @@ fn canned(sql: &str) -> Vec<u8> {
     if sql == sql::SERVER_FEATURES {
         put_string(&mut out, "async_insert");
     } else if let Some(id) = after(sql, "FINAL WHERE pipeline_id = ") {
-        // PipelineRow: pipeline_id, name, active, created_at, version.
+        // PipelineRow: pipeline_id, name, active, created_at, version, scheme,
+        // scheme_options, secrets (empty), event_patterns (empty).
         out.extend(id.parse::<u64>().unwrap_or(1).to_le_bytes());
         put_string(&mut out, "canned");
         out.push(1);
         out.extend(0u32.to_le_bytes());
         out.extend(1u64.to_le_bytes());
+        put_string(&mut out, "");
+        put_string(&mut out, "");
+        out.push(0);
+        out.push(0);
     } else if let Some(key) = after(sql, "FINAL WHERE key = '") {
         // TokenRow: key, name, token_hash, pipelines (empty), revoked, created_at, version.
         put_string(&mut out, key.trim_end_matches('\''));

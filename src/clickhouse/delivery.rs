@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::client::{ChError, Clickhouse};
-use super::rows::{ColumnRow, EventRow, Landing, RejectedRow, RequestIdRow};
+use super::rows::{ColumnRow, DeliveryRow, EventRow, Landing, RejectedRow, RequestIdRow};
 use super::rows::{EVENT_COLUMNS, REJECTED_COLUMNS};
 use super::sql::{self, Sought, PRESENCE_CHUNK};
 
@@ -105,6 +105,30 @@ impl Delivery {
             present.extend(found.into_iter().map(|r| r.__kdd_request_id));
         }
         Ok(present)
+    }
+
+    /// Which of the deliveries `asked` (pipeline, delivery id) are already in `events` at or
+    /// after `since`, with the requests that landed them; asked in chunks of bounded size.
+    pub async fn redeliveries(
+        &self,
+        asked: &[(u64, &str)],
+        since: u32,
+    ) -> Result<Vec<DeliveryRow>, ChError> {
+        let events = self.ch.table("events");
+        let mut found = Vec::new();
+        let mut start = 0;
+        while start < asked.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < asked.len() && (end == start || bytes < sql::REDELIVERY_CHUNK_BYTES) {
+                bytes += asked[end].1.len() + 24;
+                end += 1;
+            }
+            let sql = sql::redeliveries(&events, &asked[start..end], since);
+            found.extend(self.ch.fetch_all::<DeliveryRow>(&sql).await?);
+            start = end;
+        }
+        Ok(found)
     }
 
     /// How many of this gateway's inserts ClickHouse is running now.

@@ -1,16 +1,27 @@
 //! Numbered migrations from `schema/`, compiled into the binary and applied idempotently.
 //!
 //! Each file is a list of statements separated by `;` at the end of a line, with `{db}` standing
-//! for the database. Statements are written to be safe to run twice (`IF NOT EXISTS`), because
-//! two gateways starting together may both apply the same migration; the tracking table then
-//! holds the version twice, which is harmless.
+//! for the database. Statements are written to be safe to run twice, because two gateways
+//! starting together may both apply the same migration, and a migration cut off half-way is run
+//! again whole; the tracking table then holds the version twice, which is harmless. `CREATE`
+//! statements say `IF NOT EXISTS`; `ALTER TABLE … ADD COLUMN` cannot (ClickHouse 18.16 lacks
+//! `ADD COLUMN IF NOT EXISTS`), so a column that already exists counts as added.
 
 use super::client::{ChError, Clickhouse};
 use crate::events;
 
 /// (version, name, SQL), in order.
-pub const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "tables", include_str!("../../schema/0001_tables.sql"))];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "tables", include_str!("../../schema/0001_tables.sql")),
+    (
+        2,
+        "signed_senders",
+        include_str!("../../schema/0002_signed_senders.sql"),
+    ),
+];
+
+/// ILLEGAL_COLUMN: what `ADD COLUMN` answers, on every version, for a column that exists.
+const COLUMN_EXISTS: u32 = 44;
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct Applied {
@@ -67,7 +78,11 @@ pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
             continue;
         }
         for statement in statements(sql, ch.database()) {
-            ch.execute(&statement).await?;
+            match ch.execute(&statement).await {
+                Ok(()) => {}
+                Err(error) if adds_column(&statement) && error.code() == Some(COLUMN_EXISTS) => {}
+                Err(error) => return Err(error),
+            }
         }
         let applied_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -83,6 +98,10 @@ pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
     }
     events::writer::migrations_applied(&applied);
     Ok(applied)
+}
+
+fn adds_column(statement: &str) -> bool {
+    statement.starts_with("ALTER TABLE ") && statement.contains(" ADD COLUMN ")
 }
 
 /// Splits a migration file into statements, dropping comment lines, with `{db}` filled in.
@@ -105,13 +124,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_migration_splits_into_create_statements() {
+    fn every_statement_is_safe_to_run_twice() {
         for (_, _, sql) in MIGRATIONS {
             let statements = statements(sql, "hh");
             assert!(!statements.is_empty());
             for s in statements {
-                assert!(s.starts_with("CREATE TABLE IF NOT EXISTS `hh`."), "{s}");
+                assert!(
+                    s.starts_with("CREATE TABLE IF NOT EXISTS `hh`.")
+                        || (s.starts_with("ALTER TABLE `hh`.") && adds_column(&s)),
+                    "{s}"
+                );
                 assert!(!s.contains("{db}") && !s.ends_with(';'));
+                assert!(!s.contains('\n') || s.starts_with("CREATE"), "{s}");
             }
         }
     }

@@ -1,5 +1,7 @@
 //! Row types, field for column, as RowBinary writes and reads them.
 
+use std::borrow::Cow;
+
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +14,9 @@ pub struct EventRow<'a> {
     pub __kdd_requester_key: &'a str,
     pub __kdd_request_body: &'a str,
     pub received_at: u32,
+    pub event_type: &'a str,
+    pub delivery_id: &'a str,
+    pub headers: &'a str,
 }
 
 /// A row of `rejected`.
@@ -24,6 +29,10 @@ pub struct RejectedRow<'a> {
     pub __kdd_request_body: &'a str,
     pub reason: &'a str,
     pub received_at: u32,
+    pub event_type: &'a str,
+    pub delivery_id: &'a str,
+    pub headers: &'a str,
+    pub body_as_sent: &'a str,
 }
 
 /// A version of a pipeline; the highest version is the pipeline's state.
@@ -34,6 +43,14 @@ pub struct PipelineRow {
     pub active: u8,
     pub created_at: u32,
     pub version: u64,
+    /// How its sender signs (`crate::signing::Scheme::name`); empty: not verified.
+    pub scheme: String,
+    /// The `hmac` scheme's options, as JSON; empty for the others.
+    pub scheme_options: String,
+    /// One or two secrets, oldest first, each sealed (`crate::signing::SecretsKey::seal`).
+    pub secrets: Vec<String>,
+    /// The event types kept; empty: all.
+    pub event_patterns: Vec<String>,
 }
 
 /// A version of a token; the highest version is the token's state.
@@ -66,28 +83,83 @@ pub struct RequestIdRow {
     pub __kdd_request_id: String,
 }
 
+/// A row of `rejected` as `rejected replay` reads it back.
+#[derive(Debug, Row, Deserialize)]
+pub struct RejectedReadRow {
+    pub pipeline_id: u64,
+    pub __kdd_request_id: String,
+    pub __kdd_request_unix_timestamp: f64,
+    pub __kdd_requester_key: String,
+    pub __kdd_request_body: String,
+    pub reason: String,
+    pub headers: String,
+    pub body_as_sent: String,
+}
+
+/// A delivery id already in `events` (the redelivery check).
+#[derive(Debug, Row, Deserialize)]
+pub struct DeliveryRow {
+    pub pipeline_id: u64,
+    pub delivery_id: String,
+    pub __kdd_request_id: String,
+    pub received_at: u32,
+}
+
 /// One record of a batch on its way to `events` (no reason) or `rejected` (with its reason):
-/// what the writer's steps pass to ClickHouse, borrowing the body from the log record.
+/// what the writer's steps pass to ClickHouse, borrowing from the log record where they can.
 #[derive(Debug, Clone)]
 pub struct Landing<'a> {
     pub pipeline_id: u64,
     pub request_id: &'a str,
     pub accepted_at: f64,
     pub key: String,
-    pub body: &'a str,
+    /// The JSON text stored (for a form-encoded delivery, its `payload`).
+    pub body: Cow<'a, str>,
+    /// The bytes a signature covers when they differ from `body`; empty otherwise.
+    pub body_as_sent: &'a str,
     pub received_at: u32,
+    pub event_type: String,
+    pub delivery_id: String,
+    /// The request's headers, a JSON object.
+    pub headers: &'a str,
     pub reason: Option<&'static str>,
 }
 
 impl<'a> Landing<'a> {
+    /// A row bound for `events`, with no headers, event type or delivery id yet.
+    pub fn new(
+        pipeline_id: u64,
+        request_id: &'a str,
+        accepted_at: f64,
+        key: String,
+        body: Cow<'a, str>,
+    ) -> Landing<'a> {
+        Landing {
+            pipeline_id,
+            request_id,
+            accepted_at,
+            key,
+            body,
+            body_as_sent: "",
+            received_at: accepted_at.clamp(0.0, u32::MAX as f64) as u32,
+            event_type: String::new(),
+            delivery_id: String::new(),
+            headers: "{}",
+            reason: None,
+        }
+    }
+
     pub fn event_row(&self) -> EventRow<'_> {
         EventRow {
             pipeline_id: self.pipeline_id,
             __kdd_request_id: self.request_id,
             __kdd_request_unix_timestamp: self.accepted_at,
             __kdd_requester_key: &self.key,
-            __kdd_request_body: self.body,
+            __kdd_request_body: &self.body,
             received_at: self.received_at,
+            event_type: &self.event_type,
+            delivery_id: &self.delivery_id,
+            headers: self.headers,
         }
     }
 
@@ -97,9 +169,13 @@ impl<'a> Landing<'a> {
             __kdd_request_id: self.request_id,
             __kdd_request_unix_timestamp: self.accepted_at,
             __kdd_requester_key: &self.key,
-            __kdd_request_body: self.body,
+            __kdd_request_body: &self.body,
             reason,
             received_at: self.received_at,
+            event_type: &self.event_type,
+            delivery_id: &self.delivery_id,
+            headers: self.headers,
+            body_as_sent: self.body_as_sent,
         }
     }
 }
@@ -114,9 +190,12 @@ pub const EVENT_COLUMNS: &[(&str, &str)] = &[
     ("__kdd_requester_key", "String"),
     ("__kdd_request_body", "String"),
     ("received_at", "DateTime"),
+    ("event_type", "String"),
+    ("delivery_id", "String"),
+    ("headers", "String"),
 ];
 
-/// [`EVENT_COLUMNS`] and `reason`.
+/// [`EVENT_COLUMNS`], `reason` and `body_as_sent`.
 pub const REJECTED_COLUMNS: &[(&str, &str)] = &[
     ("pipeline_id", "UInt64"),
     ("__kdd_request_id", "String"),
@@ -125,6 +204,10 @@ pub const REJECTED_COLUMNS: &[(&str, &str)] = &[
     ("__kdd_request_body", "String"),
     ("reason", "String"),
     ("received_at", "DateTime"),
+    ("event_type", "String"),
+    ("delivery_id", "String"),
+    ("headers", "String"),
+    ("body_as_sent", "String"),
 ];
 
 /// A column of `system.columns`.

@@ -82,9 +82,80 @@ pub fn data_columns(db: &str) -> String {
     )
 }
 
+/// A string as a ClickHouse literal: quoted, with backslash and quote escaped (inside quotes
+/// ClickHouse reads backslash escapes, on every version). For text that comes from senders.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        if c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// About how much SQL one redelivery query may carry: delivery ids are the senders' text, of any
+/// length, so they are counted in bytes, far below the default `max_query_size` of 256 KiB.
+pub const REDELIVERY_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Which of the delivery ids `asked` (pipeline, delivery id) already landed in `events` at or
+/// after `since`, with the request that landed them. `events` is ordered by pipeline and time,
+/// so the pipelines and the time bound prune it to the pipelines' last days.
+pub fn redeliveries(events: &str, asked: &[(u64, &str)], since: u32) -> String {
+    let mut pipelines: Vec<u64> = asked.iter().map(|(p, _)| *p).collect();
+    pipelines.sort_unstable();
+    pipelines.dedup();
+    let pipelines: Vec<String> = pipelines.iter().map(u64::to_string).collect();
+    let mut ids: Vec<&str> = asked.iter().map(|(_, id)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let ids: Vec<String> = ids.into_iter().map(quote).collect();
+    format!(
+        "SELECT pipeline_id, delivery_id, __kdd_request_id, toUInt32(received_at) AS received_at \
+         FROM {events} WHERE pipeline_id IN ({}) AND received_at >= toDateTime({since}) \
+         AND delivery_id IN ({})",
+        pipelines.join(","),
+        ids.join(","),
+    )
+}
+
+/// The rows of `rejected` that `rejected replay` checks again: one pipeline, optionally one
+/// reason (already checked to be a reason hookhouse writes) and a start time.
+pub fn rejected_to_replay(rejected: &str, pipeline: u64, reason: Option<&str>, since: u32) -> String {
+    let reason = reason.map_or(String::new(), |r| format!(" AND reason = {}", quote(r)));
+    format!(
+        "SELECT pipeline_id, __kdd_request_id, __kdd_request_unix_timestamp, \
+         __kdd_requester_key, __kdd_request_body, reason, headers, body_as_sent \
+         FROM {rejected} WHERE pipeline_id = {pipeline} AND received_at >= toDateTime({since}){reason} \
+         ORDER BY __kdd_request_unix_timestamp, __kdd_request_id"
+    )
+}
+
+/// Removes from `rejected` the requests that `rejected replay` moved to `events` (ids of 20
+/// lowercase letters, parsed before). A mutation: ClickHouse applies it in the background.
+pub fn delete_rejected(rejected: &str, pipeline: u64, ids: &[&str]) -> String {
+    let ids: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    format!(
+        "ALTER TABLE {rejected} DELETE WHERE pipeline_id = {pipeline} \
+         AND __kdd_request_id IN ({})",
+        ids.join(",")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_text_cannot_leave_its_literal() {
+        assert_eq!(quote("plain"), "'plain'");
+        assert_eq!(quote("it's"), "'it\\'s'");
+        assert_eq!(quote("a\\'); DROP"), "'a\\\\\\'); DROP'");
+        assert_eq!(quote("ünï 😀"), "'ünï 😀'");
+    }
 
     #[test]
     fn a_full_presence_chunk_stays_under_max_query_size() {

@@ -139,6 +139,10 @@ pub async fn create_pipeline(ch: &Clickhouse, name: &str) -> Result<PipelineRow,
         active: 1,
         created_at: now_secs(),
         version: next_version(0),
+        scheme: String::new(),
+        scheme_options: String::new(),
+        secrets: Vec::new(),
+        event_patterns: Vec::new(),
     };
     insert_pipeline(ch, &row).await?;
     create_view(ch, row.pipeline_id).await?;
@@ -168,6 +172,49 @@ pub async fn set_pipeline_active(
     row.version = next_version(row.version);
     insert_pipeline(ch, &row).await?;
     Ok(row)
+}
+
+/// How a pipeline's sender signs, as stored: the scheme's name and options, and its sealed
+/// secrets, oldest first (CONTRACT §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSigning {
+    pub scheme: String,
+    pub scheme_options: String,
+    pub secrets: Vec<String>,
+}
+
+/// Sets how a pipeline's sender signs; returns the new version of the pipeline.
+pub async fn set_signing(
+    ch: &Clickhouse,
+    id: u64,
+    change: impl FnOnce(&PipelineRow) -> Result<StoredSigning, StoreError>,
+) -> Result<PipelineRow, StoreError> {
+    let mut row = find_pipeline(ch, id).await?;
+    let signing = change(&row)?;
+    row.scheme = signing.scheme;
+    row.scheme_options = signing.scheme_options;
+    row.secrets = signing.secrets;
+    row.version = next_version(row.version);
+    insert_pipeline(ch, &row).await?;
+    Ok(row)
+}
+
+/// Sets the event types a pipeline keeps (empty: all).
+pub async fn set_event_patterns(
+    ch: &Clickhouse,
+    id: u64,
+    patterns: Vec<String>,
+) -> Result<PipelineRow, StoreError> {
+    let mut row = find_pipeline(ch, id).await?;
+    row.event_patterns = patterns;
+    row.version = next_version(row.version);
+    insert_pipeline(ch, &row).await?;
+    Ok(row)
+}
+
+/// A pipeline as stored now.
+pub async fn pipeline(ch: &Clickhouse, id: u64) -> Result<PipelineRow, StoreError> {
+    find_pipeline(ch, id).await
 }
 
 /// Creates a token for `pipelines` (empty: every pipeline). The token is returned once, here.

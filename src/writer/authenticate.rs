@@ -41,17 +41,26 @@ impl Authenticate {
         let view = self.credentials.current();
         Ok(batch
             .iter()
-            .map(|record| Landing {
-                pipeline_id: record.pipeline_id.get(),
-                request_id: record.request_id.as_str(),
-                accepted_at: record.accepted_at.secs(),
-                key: record.key.to_string(),
-                body: body_text(record),
-                received_at: record.accepted_at.whole_secs(),
-                reason: view.check(record).err().map(|reason| reason.as_str()),
+            .map(|record| {
+                let mut row = landing(record);
+                row.reason = view.check(record).err().map(|reason| reason.as_str());
+                row
             })
             .collect())
     }
+}
+
+/// A record as a row, before any check has sorted it.
+pub fn landing(record: &Record) -> Landing<'_> {
+    let mut row = Landing::new(
+        record.pipeline_id.get(),
+        record.request_id.as_str(),
+        record.accepted_at.secs(),
+        record.key.to_string(),
+        body_text(record).into(),
+    );
+    row.received_at = record.accepted_at.whole_secs();
+    row
 }
 
 fn body_text(record: &Record) -> &str {

@@ -16,6 +16,7 @@ pub mod batch;
 pub mod confirm;
 pub mod disk;
 pub mod exactly_once;
+pub mod redeliveries;
 pub mod retry;
 pub mod supervisor;
 
@@ -105,7 +106,13 @@ impl Writer {
             let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
                 continue;
             };
-            let rows = self.authenticate.sort(&batch, &mut self.retry).await?;
+            let mut rows = self.authenticate.sort(&batch, &mut self.retry).await?;
+            redeliveries::drop_redeliveries(
+                &self.exactly_once.destination,
+                &mut rows,
+                &mut self.retry,
+            )
+            .await?;
             let landed = self
                 .exactly_once
                 .land(first.seq, last.seq, rows, &mut self.retry)

@@ -217,13 +217,8 @@ impl LocalDisk for Model {
 fn rows(ids: &[String], from: usize, to: usize) -> Vec<Landing<'_>> {
     (from..to)
         .map(|i| Landing {
-            pipeline_id: 1,
-            request_id: &ids[i],
-            accepted_at: 0.0,
-            key: String::new(),
-            body: "{}",
-            received_at: 0,
             reason: (i % 4 == 3).then_some("WRONG_TOKEN"),
+            ..Landing::new(1, &ids[i], 0.0, String::new(), "{}".into())
         })
         .collect()
 }

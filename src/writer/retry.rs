@@ -42,6 +42,19 @@ impl Retry {
         }
     }
 
+    /// For tests of one step: a retry that is never shut down and reports to no supervisor.
+    #[cfg(test)]
+    pub fn detached() -> Retry {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        // Never triggered, for the life of the test.
+        std::mem::forget(trigger);
+        Retry::new(
+            shutdown,
+            Arc::new(Notify::new()),
+            Arc::new(WriterHealth::new(Duration::from_secs(3600))),
+        )
+    }
+
     pub fn backoff() -> Backoff {
         Backoff::new(BACKOFF_BASE, BACKOFF_CAP)
     }
