@@ -277,7 +277,7 @@ fn landings<'a>(admin: &Admin, ids: &'a [RequestId], bodies: &'a [String]) -> Ve
                 request_id: id.as_str(),
                 accepted_at,
                 key: key.clone(),
-                body,
+                body: body.into(),
                 received_at: accepted_at as u32,
                 reason: reason.map(Reason::as_str),
             }
@@ -291,7 +291,7 @@ fn landing_json(row: &Landing) -> Value {
         "request_id": row.request_id,
         "accepted_at": row.accepted_at,
         "key": row.key,
-        "body_hex": hex::encode(row.body),
+        "body_hex": hex::encode(row.body.as_bytes()),
         "received_at": row.received_at,
         "reason": row.reason,
     })

@@ -1,5 +1,7 @@
 //! Row types, field for column, as RowBinary writes and reads them.
 
+use std::borrow::Cow;
+
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
@@ -67,14 +69,15 @@ pub struct RequestIdRow {
 }
 
 /// One record of a batch on its way to `events` (no reason) or `rejected` (with its reason):
-/// what the writer's steps pass to ClickHouse, borrowing the body from the log record.
+/// what the writer's steps pass to ClickHouse, borrowing the body from the log record (owned
+/// only when a form's `payload` had to be decoded: `crate::ingest::stored_body`).
 #[derive(Debug, Clone)]
 pub struct Landing<'a> {
     pub pipeline_id: u64,
     pub request_id: &'a str,
     pub accepted_at: f64,
     pub key: String,
-    pub body: &'a str,
+    pub body: Cow<'a, str>,
     pub received_at: u32,
     pub reason: Option<&'static str>,
 }
@@ -86,7 +89,7 @@ impl<'a> Landing<'a> {
             __kdd_request_id: self.request_id,
             __kdd_request_unix_timestamp: self.accepted_at,
             __kdd_requester_key: &self.key,
-            __kdd_request_body: self.body,
+            __kdd_request_body: &self.body,
             received_at: self.received_at,
         }
     }
@@ -97,7 +100,7 @@ impl<'a> Landing<'a> {
             __kdd_request_id: self.request_id,
             __kdd_request_unix_timestamp: self.accepted_at,
             __kdd_requester_key: &self.key,
-            __kdd_request_body: self.body,
+            __kdd_request_body: &self.body,
             reason,
             received_at: self.received_at,
         }

@@ -1,10 +1,10 @@
 //! `POST /?pipeline_id=…&key=…&token=…`: check, log durably, answer.
 //!
 //! The order is the contract's: a declared length over the limit may be refused first; then the
-//! parameters; then the body, read with a size cap and a deadline; and only a request that passed
-//! every check is appended to the log. The 200 is sent after the log says the record is durable.
+//! parameters; then the request's headers; then the body, read with a size cap and a deadline;
+//! and only a request that passed every check is appended to the log. The 200 is sent after the log says the record is durable.
 
-use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -13,7 +13,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::answer::{self, Refusal};
 use super::AppState;
 use crate::events;
-use crate::ingest::{check_body, parse_query, AcceptedAt, RequestId};
+use crate::ingest::body::is_form_content_type;
+use crate::ingest::{check_body_as, parse_query, AcceptedAt, Headers, RequestId};
+use crate::wal::record::MAX_HEADERS_LEN;
 use crate::wal::{AppendError, NewRecord};
 
 /// What a client is told to wait before trying again after a 503.
@@ -59,6 +61,12 @@ async fn accept(
         let verdict = state.credentials.verdict(&credentials.key, &token_hash);
         limiter.check(&credentials.key, verdict)?;
     }
+    // Refused rather than trimmed: a signature or event header cut off would fail later and
+    // less clearly, and no sender needs 64 KiB of headers.
+    let headers = Headers::from_http(req.headers()).to_json();
+    if headers.len() > MAX_HEADERS_LEN {
+        return Err(Refusal::HeadersTooLarge);
+    }
     // Held until the log has answered: bound the requests, and the body bytes, in flight.
     let permit = state
         .inflight
@@ -67,13 +75,18 @@ async fn accept(
         .map_err(|_| unavailable)?;
     let (body, bytes_permit) = read_body(payload, state).await?;
     events::http::body_received(body.len());
-    check_body(&body).map_err(Refusal::Body)?;
+    let form = check_body_as(&body, declared_form(req)).map_err(Refusal::Body)?;
+    // Signature verification (CONTRACT §8: 401 INVALID_SIGNATURE) goes here: on the body as
+    // sent with its Content-Encoding removed (`body`, before any form is unwrapped), the
+    // `headers` as kept, and the pipeline's settings as the gateway knows them.
     let record = NewRecord {
         accepted_at: AcceptedAt::now(),
         request_id: RequestId::generate(),
         pipeline_id: credentials.pipeline_id,
         key: credentials.key,
         token_hash,
+        headers,
+        form,
         body,
     };
     let (request_id, accepted_at, body_len) =
@@ -105,6 +118,13 @@ fn declared_length(req: &HttpRequest) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Whether the sender called the body a form: only then may a non-JSON body be one.
+fn declared_form(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| is_form_content_type(value.as_bytes()))
 }
 
 /// Reads the whole body, refusing it as soon as it passes `max_body_bytes` or the body timeout

@@ -8,6 +8,7 @@ use super::retry::{Retry, Stopped};
 use crate::clickhouse::rows::Landing;
 use crate::clickhouse::Clickhouse;
 use crate::credentials::SharedCredentials;
+use crate::ingest::stored_body;
 use crate::wal::Record;
 
 pub struct Authenticate {
@@ -46,15 +47,10 @@ impl Authenticate {
                 request_id: record.request_id.as_str(),
                 accepted_at: record.accepted_at.secs(),
                 key: record.key.to_string(),
-                body: body_text(record),
+                body: stored_body(&record.body, record.form),
                 received_at: record.accepted_at.whole_secs(),
                 reason: view.check(record).err().map(|reason| reason.as_str()),
             })
             .collect())
     }
-}
-
-fn body_text(record: &Record) -> &str {
-    // The edge accepted only UTF-8; a record that decodes otherwise failed its checksum first.
-    std::str::from_utf8(&record.body).unwrap_or_default()
 }

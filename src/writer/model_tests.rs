@@ -221,7 +221,7 @@ fn rows(ids: &[String], from: usize, to: usize) -> Vec<Landing<'_>> {
             request_id: &ids[i],
             accepted_at: 0.0,
             key: String::new(),
-            body: "{}",
+            body: "{}".into(),
             received_at: 0,
             reason: (i % 4 == 3).then_some("WRONG_TOKEN"),
         })
