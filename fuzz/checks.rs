@@ -130,7 +130,11 @@ fn check_decoded(buf: &[u8]) {
         "frame of {len} bytes from {} bytes",
         buf.len()
     );
-    assert_eq!(reencode(&record), buf[..len], "re-encoding differs");
+    assert_eq!(
+        reencode(&record, buf[HEADER_LEN]),
+        buf[..len],
+        "re-encoding differs"
+    );
     // A frame cut short is never mistaken for a record, nor for corruption.
     for cut in [0, 1, 3, 4, HEADER_LEN - 1, HEADER_LEN, len / 2, len - 1] {
         assert_eq!(
@@ -141,17 +145,24 @@ fn check_decoded(buf: &[u8]) {
     }
 }
 
-/// The frame the appender would write for `record` at its sequence number.
-pub fn reencode(record: &Record) -> Vec<u8> {
+/// The frame the appender would write for `record` at its sequence number, in `version` (a
+/// version-1 frame, which only older gateways wrote, is re-encoded as they did).
+pub fn reencode(record: &Record, version: u8) -> Vec<u8> {
     let new = NewRecord {
         accepted_at: record.accepted_at,
         request_id: record.request_id,
         pipeline_id: record.pipeline_id,
         key: record.key,
         token_hash: record.token_hash,
+        headers: record.headers.clone(),
+        form: record.form,
         body: record.body.clone(),
     };
     let mut out = Vec::with_capacity(new.frame_len());
+    if version == record::VERSION_1 {
+        new.encode_v1_into(record.seq, &mut out);
+        return out;
+    }
     new.encode_into(record.seq, &mut out);
     assert_eq!(
         out.len(),
@@ -217,7 +228,7 @@ fn scan(path: &std::path::Path, data: &[u8], sealed: bool) -> Vec<Region> {
             Step::Record(record) => {
                 let frame = &data[start as usize..end as usize];
                 assert_eq!(
-                    reencode(&record),
+                    reencode(&record, frame[HEADER_LEN]),
                     frame,
                     "record at {start} re-encodes differently"
                 );

@@ -228,6 +228,8 @@ mod tests {
             pipeline_id: PipelineId::new(pipeline).unwrap(),
             key,
             token_hash: token.hash(),
+            headers: "{}".to_owned(),
+            form: crate::ingest::BodyForm::Json,
             body: Bytes::from_static(b"{}"),
         }
     }

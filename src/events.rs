@@ -20,7 +20,7 @@ pub fn describe() {
         ),
         (
             "hookhouse_http_received_bytes_total",
-            "Request body bytes read.",
+            "Request body bytes read (decoded, for a body with a Content-Encoding).",
         ),
         (
             "hookhouse_rate_limited_total",

@@ -103,7 +103,7 @@ fn checks_accept_known_good_inputs() {
 #[test]
 #[ignore = "writes fuzz/corpus; run by hand"]
 fn write_seed_corpus() {
-    use hookhouse::ingest::{AcceptedAt, Key, PipelineId, RequestId, Token};
+    use hookhouse::ingest::{AcceptedAt, BodyForm, Key, PipelineId, RequestId, Token};
     use hookhouse::wal::NewRecord;
 
     const KEY: &str = "d538b946-9d55-405a-9bd2-72d74b1cb8f5";
@@ -181,11 +181,19 @@ fn write_seed_corpus() {
         token_hash: Token::parse("oseutokenaqui1234")
             .expect("a valid token")
             .hash(),
+        headers: r#"{"content-type":"application/json","x-github-event":"push"}"#.to_owned(),
+        form: BodyForm::Json,
         body: bytes::Bytes::copy_from_slice(body),
     };
     let frame = |seq: u64, body: &[u8]| {
         let mut out = Vec::new();
         record(body).encode_into(seq, &mut out);
+        out
+    };
+    // Version 1, as gateways before record format 2 wrote it: still read after an upgrade.
+    let frame_v1 = |seq: u64, body: &[u8]| {
+        let mut out = Vec::new();
+        record(body).encode_v1_into(seq, &mut out);
         out
     };
     write(
@@ -198,8 +206,22 @@ fn write_seed_corpus() {
     let last = flipped.len() - 1;
     flipped[last] ^= 0x01;
     write("wal_record", "frame-bad-checksum", &flipped);
+    let mut form = Vec::new();
+    NewRecord {
+        headers: "{}".to_owned(),
+        form: BodyForm::FormPayload,
+        ..record(b"payload=%7B%22zen%22%3A%22Keep+it+logically+awesome.%22%7D")
+    }
+    .encode_into(5, &mut form);
+    write("wal_record", "frame-form-payload", &form);
+    write(
+        "wal_record",
+        "frame-v1",
+        &frame_v1(42, br#"{"action":"revoked"}"#),
+    );
+    write("wal_record", "frame-v1-empty-body", &frame_v1(1, b""));
 
-    let three = [frame(1, b"1"), frame(2, b"{\"b\":2}"), frame(3, b"[3]")].concat();
+    let three = [frame(1, b"1"), frame_v1(2, b"{\"b\":2}"), frame(3, b"[3]")].concat();
     write("segment_scan", "three-frames", &three);
     let mut damaged = three.clone();
     damaged[frame(1, b"1").len() + 20] ^= 0xff;

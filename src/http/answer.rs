@@ -16,6 +16,10 @@ pub enum Refusal {
     Body(BodyError),
     MethodNotAllowed,
     PayloadTooLarge,
+    /// A `Content-Encoding` other than gzip, deflate or identity, or several (CONTRACT §8).
+    UnsupportedEncoding,
+    /// The request's headers, as the log keeps them, are over `wal::record::MAX_HEADERS_LEN`.
+    HeadersTooLarge,
     /// The body did not arrive within `HOOKHOUSE_BODY_TIMEOUT_SECS`.
     BodyTimeout,
     RateLimited {
@@ -34,6 +38,8 @@ impl Refusal {
             Refusal::Params(_) | Refusal::Body(_) => StatusCode::BAD_REQUEST,
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -56,6 +62,8 @@ impl Refusal {
             Refusal::Body(BodyError::Invalid) => "INVALID_BODY",
             Refusal::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Refusal::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Refusal::UnsupportedEncoding => "UNSUPPORTED_ENCODING",
+            Refusal::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Refusal::BodyTimeout => "REQUEST_TIMEOUT",
             Refusal::RateLimited { .. } => "RATE_LIMITED",
             Refusal::Unavailable { .. } => "SERVICE_UNAVAILABLE",
@@ -74,8 +82,12 @@ impl Refusal {
             | Refusal::Unavailable { retry_after_secs } => {
                 builder.insert_header((header::RETRY_AFTER, retry_after_secs.max(1)));
             }
-            // The rest of a slow or oversized body is not worth waiting for.
-            Refusal::BodyTimeout | Refusal::PayloadTooLarge => {
+            // The rest of a slow or oversized body, or of one refused unread, is not worth
+            // waiting for.
+            Refusal::BodyTimeout
+            | Refusal::PayloadTooLarge
+            | Refusal::UnsupportedEncoding
+            | Refusal::HeadersTooLarge => {
                 builder.force_close();
             }
             _ => {}
@@ -133,6 +145,20 @@ mod tests {
         );
         assert_eq!(Refusal::MethodNotAllowed.status().as_u16(), 405);
         assert_eq!(Refusal::PayloadTooLarge.status().as_u16(), 413);
+        assert_eq!(
+            (
+                Refusal::UnsupportedEncoding.status().as_u16(),
+                Refusal::UnsupportedEncoding.code()
+            ),
+            (415, "UNSUPPORTED_ENCODING")
+        );
+        assert_eq!(
+            (
+                Refusal::HeadersTooLarge.status().as_u16(),
+                Refusal::HeadersTooLarge.code()
+            ),
+            (431, "HEADERS_TOO_LARGE")
+        );
         assert_eq!(
             Refusal::RateLimited {
                 retry_after_secs: 1

@@ -607,6 +607,8 @@ fn new_record(body: String) -> NewRecord {
         pipeline_id: PipelineId::new(7).expect("not zero"),
         key: Key::generate(),
         token_hash: Token::generate().hash(),
+        headers: r#"{"content-type":"application/json"}"#.to_owned(),
+        form: crate::ingest::BodyForm::Json,
         body: Bytes::from(body),
     }
 }

@@ -8,6 +8,7 @@ use super::retry::{Retry, Stopped};
 use crate::clickhouse::rows::Landing;
 use crate::clickhouse::Clickhouse;
 use crate::credentials::SharedCredentials;
+use crate::ingest::{stored_body, BodyForm};
 use crate::wal::Record;
 
 pub struct Authenticate {
@@ -57,13 +58,13 @@ pub fn landing(record: &Record) -> Landing<'_> {
         record.request_id.as_str(),
         record.accepted_at.secs(),
         record.key.to_string(),
-        body_text(record).into(),
+        stored_body(&record.body, record.form),
     );
     row.received_at = record.accepted_at.whole_secs();
+    row.headers = &record.headers;
+    if record.form == BodyForm::FormPayload {
+        // The edge took only UTF-8 forms; a record that decodes otherwise failed its checksum.
+        row.body_as_sent = std::str::from_utf8(&record.body).unwrap_or_default();
+    }
     row
-}
-
-fn body_text(record: &Record) -> &str {
-    // The edge accepted only UTF-8; a record that decodes otherwise failed its checksum first.
-    std::str::from_utf8(&record.body).unwrap_or_default()
 }
