@@ -21,6 +21,7 @@ pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod shutdown;
+pub mod signing;
 pub mod startup;
 pub mod telemetry;
 pub mod wal;
