@@ -36,6 +36,8 @@ pub struct Settings {
     pub clickhouse_ca_file: Option<PathBuf>,
     pub clickhouse_database: String,
     pub data_dir: PathBuf,
+    /// 32 random bytes, base64: the key that seals pipelines' signing secrets (CONTRACT §8).
+    pub secrets_key_file: Option<PathBuf>,
     #[serde(deserialize_with = "size::deserialize")]
     pub max_body_bytes: u64,
     #[serde(deserialize_with = "size::deserialize")]
@@ -86,6 +88,7 @@ impl Default for Settings {
             clickhouse_ca_file: None,
             clickhouse_database: "hookhouse".into(),
             data_dir: PathBuf::from("./data"),
+            secrets_key_file: None,
             max_body_bytes: 10 * 1024 * 1024,
             wal_max_bytes: 8 * 1024 * 1024 * 1024,
             wal_segment_bytes: 64 * 1024 * 1024,
@@ -149,6 +152,7 @@ pub const FIELDS: &[Field] = &[
     Field { name: "clickhouse_ca_file", expects: "a PEM file", help: "a CA added to the system's roots for https://" },
     Field { name: "clickhouse_database", expects: "letters, digits and underscores", help: "database of hookhouse's tables" },
     Field { name: "data_dir", expects: "a folder", help: "the write-ahead log and its checkpoint" },
+    Field { name: "secrets_key_file", expects: "a file holding 32 random bytes in base64 (openssl rand -base64 32)", help: "the key that seals pipelines' signing secrets" },
     Field { name: "max_body_bytes", expects: SIZE, help: "larger bodies get 413" },
     Field { name: "wal_max_bytes", expects: SIZE, help: "disk budget of the log; past it, 503" },
     Field { name: "wal_segment_bytes", expects: SIZE, help: "log segment size" },
@@ -190,6 +194,7 @@ const TEXT_FIELDS: &[&str] = &[
     "clickhouse_ca_file",
     "clickhouse_database",
     "data_dir",
+    "secrets_key_file",
     "tls_cert_file",
     "tls_key_file",
 ];
@@ -290,6 +295,10 @@ impl Settings {
         if let Some(path) = &self.clickhouse_ca_file {
             crate::clickhouse::http_client::read_ca_file(path)
                 .map_err(|message| ConfigError::new("clickhouse_ca_file", message))?;
+        }
+        if let Some(path) = &self.secrets_key_file {
+            crate::signing::SecretsKey::load(path)
+                .map_err(|error| ConfigError::new("secrets_key_file", error.to_string()))?;
         }
         let db = &self.clickhouse_database;
         let plain_identifier = db
@@ -751,6 +760,7 @@ impl fmt::Debug for Settings {
             clickhouse_ca_file,
             clickhouse_database,
             data_dir,
+            secrets_key_file,
             max_body_bytes,
             wal_max_bytes,
             wal_segment_bytes,
@@ -779,6 +789,7 @@ impl fmt::Debug for Settings {
             .field("clickhouse_ca_file", clickhouse_ca_file)
             .field("clickhouse_database", clickhouse_database)
             .field("data_dir", data_dir)
+            .field("secrets_key_file", secrets_key_file)
             .field("max_body_bytes", max_body_bytes)
             .field("wal_max_bytes", wal_max_bytes)
             .field("wal_segment_bytes", wal_segment_bytes)

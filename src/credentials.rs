@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::clickhouse::rows::PipelineRow;
 use crate::clickhouse::{store, ChError, Clickhouse};
 use crate::ingest::{AcceptedAt, Key, TokenHash};
+use crate::signing::{EventFilter, Scheme, Secret, SecretsKey};
 use crate::wal::Record;
 
 /// What the edge can tell of a request's token from the view it has.
@@ -32,11 +34,16 @@ pub enum Verdict {
     Unknown,
 }
 
-/// The view, swapped whole on every reload: readers never wait for a reload.
+/// The view, swapped whole on every reload: readers never wait for a reload. It opens the
+/// pipelines' sealed secrets with the key from `HOOKHOUSE_SECRETS_KEY_FILE`, if there is one.
 #[derive(Default)]
-pub struct SharedCredentials(ArcSwap<CredentialCache>);
+pub struct SharedCredentials(ArcSwap<CredentialCache>, Option<Arc<SecretsKey>>);
 
 impl SharedCredentials {
+    pub fn new(secrets_key: Option<Arc<SecretsKey>>) -> SharedCredentials {
+        SharedCredentials(ArcSwap::default(), secrets_key)
+    }
+
     pub fn current(&self) -> Arc<CredentialCache> {
         self.0.load_full()
     }
@@ -53,7 +60,7 @@ impl SharedCredentials {
     /// Loads the view again from ClickHouse and publishes it.
     pub async fn reload(&self, ch: &Clickhouse) -> Result<(), ChError> {
         let mut fresh = CredentialCache::default();
-        fresh.reload(ch).await?;
+        fresh.reload(ch, self.1.as_deref()).await?;
         self.0.store(Arc::new(fresh));
         Ok(())
     }
@@ -95,6 +102,79 @@ impl Reason {
     }
 }
 
+/// How a pipeline's requests are checked beyond credentials (CONTRACT §8).
+#[derive(Debug, Clone)]
+pub struct PipelineEntry {
+    pub active: bool,
+    pub signing: Signing,
+    pub filter: Arc<EventFilter>,
+}
+
+/// Whether, and how, a pipeline's sender signs.
+#[derive(Debug, Clone)]
+pub enum Signing {
+    /// Not verified.
+    Off,
+    On(Arc<Verification>),
+    /// It should be verified, but this gateway cannot: its secrets do not open with this
+    /// gateway's key, or there is no key. Its requests fail the check (to `rejected`, from
+    /// where `rejected replay` takes them once the key is right); the text says why.
+    Unreadable(String),
+}
+
+/// A scheme and its one or two open secrets. `Secret`'s `Debug` is redacted.
+#[derive(Debug)]
+pub struct Verification {
+    pub scheme: Scheme,
+    pub secrets: Vec<Secret>,
+}
+
+impl PipelineEntry {
+    fn from_row(row: &PipelineRow, key: Option<&SecretsKey>) -> PipelineEntry {
+        let filter = EventFilter::parse(&row.event_patterns).unwrap_or_else(|_| {
+            // Written only through `pipeline events`, which checks patterns: keep everything
+            // rather than lose data to a row written by something else.
+            EventFilter::everything()
+        });
+        PipelineEntry {
+            active: row.active != 0,
+            signing: signing(row, key),
+            filter: Arc::new(filter),
+        }
+    }
+}
+
+fn signing(row: &PipelineRow, key: Option<&SecretsKey>) -> Signing {
+    if row.scheme.is_empty() {
+        return Signing::Off;
+    }
+    let scheme = match Scheme::from_stored(&row.scheme, &row.scheme_options) {
+        Ok(scheme) => scheme,
+        Err(error) => return Signing::Unreadable(error.to_string()),
+    };
+    let Some(key) = key else {
+        return Signing::Unreadable(
+            "its secrets are sealed and HOOKHOUSE_SECRETS_KEY_FILE is not set".into(),
+        );
+    };
+    let mut secrets = Vec::with_capacity(row.secrets.len());
+    for sealed in &row.secrets {
+        match key.open(row.pipeline_id, sealed) {
+            Ok(secret) => secrets.push(secret),
+            Err(_) => {
+                return Signing::Unreadable(
+                    "its secrets do not open with the key in HOOKHOUSE_SECRETS_KEY_FILE (another key sealed them)"
+                        .into(),
+                )
+            }
+        }
+    }
+    if secrets.is_empty() {
+        return Signing::Unreadable("it has a scheme and no secret".into());
+    }
+    Signing::On(Arc::new(Verification { scheme, secrets }))
+}
+
 #[derive(Debug, Clone)]
 struct KeyEntry {
     hash: Option<TokenHash>,
@@ -106,8 +186,7 @@ struct KeyEntry {
 #[derive(Debug, Default)]
 pub struct CredentialCache {
     keys: HashMap<Key, KeyEntry>,
-    /// Pipeline id to whether it is active.
-    pipelines: HashMap<u64, bool>,
+    pipelines: HashMap<u64, PipelineEntry>,
     /// When the last load started, on the clock requests are stamped with.
     loaded_at: Option<AcceptedAt>,
     loaded_instant: Option<Instant>,
@@ -126,18 +205,36 @@ impl CredentialCache {
         {
             return Err(Reason::WrongToken);
         }
-        let pipeline = record.pipeline_id.get();
-        let active = self
+        self.check_pipeline(entry, record.pipeline_id.get())
+    }
+
+    /// The checks after the token's, for a request whose token was right when it was first
+    /// checked (`rejected replay`: a key's token never changes, and only its hash is kept).
+    pub fn check_again(&self, key: &Key, pipeline: u64) -> Result<(), Reason> {
+        let entry = self.keys.get(key).ok_or(Reason::UnknownKey)?;
+        if entry.revoked {
+            return Err(Reason::RevokedKey);
+        }
+        self.check_pipeline(entry, pipeline)
+    }
+
+    fn check_pipeline(&self, entry: &KeyEntry, pipeline: u64) -> Result<(), Reason> {
+        let found = self
             .pipelines
             .get(&pipeline)
             .ok_or(Reason::UnknownPipeline)?;
-        if !active {
+        if !found.active {
             return Err(Reason::PipelineDisabled);
         }
         if !entry.pipelines.is_empty() && !entry.pipelines.contains(&pipeline) {
             return Err(Reason::KeyNotAllowed);
         }
         Ok(())
+    }
+
+    /// A pipeline's settings, if the view knows it.
+    pub fn pipeline(&self, id: u64) -> Option<&PipelineEntry> {
+        self.pipelines.get(&id)
     }
 
     /// Whether the view must be reloaded before `records` are checked.
@@ -155,15 +252,19 @@ impl CredentialCache {
         })
     }
 
-    async fn reload(&mut self, ch: &Clickhouse) -> Result<(), ChError> {
+    async fn reload(&mut self, ch: &Clickhouse, key: Option<&SecretsKey>) -> Result<(), ChError> {
         let started_at = AcceptedAt::now();
         let started = Instant::now();
         let pipelines = store::list_pipelines(ch).await.map_err(into_ch)?;
         let tokens = store::list_tokens(ch).await.map_err(into_ch)?;
         self.replace(
-            pipelines
-                .into_iter()
-                .map(|p| (p.pipeline_id, p.active != 0)),
+            pipelines.iter().map(|p| {
+                let entry = PipelineEntry::from_row(p, key);
+                if let Signing::Unreadable(why) = &entry.signing {
+                    crate::events::writer::signing_unreadable(p.pipeline_id, why);
+                }
+                (p.pipeline_id, entry)
+            }),
             tokens.into_iter().filter_map(|t| {
                 let key = Key::parse(&t.key)?;
                 let entry = KeyEntry {
@@ -182,7 +283,7 @@ impl CredentialCache {
 
     fn replace(
         &mut self,
-        pipelines: impl Iterator<Item = (u64, bool)>,
+        pipelines: impl Iterator<Item = (u64, PipelineEntry)>,
         keys: impl Iterator<Item = (Key, KeyEntry)>,
     ) {
         self.pipelines = pipelines.collect();
@@ -237,7 +338,16 @@ mod tests {
     fn cache(token: &Token, key: Key, pipelines: Vec<u64>, revoked: bool) -> CredentialCache {
         let mut c = CredentialCache::default();
         c.replace(
-            [(1, true), (2, false), (3, true)].into_iter(),
+            [(1, true), (2, false), (3, true)]
+                .into_iter()
+                .map(|(id, active)| {
+                    let entry = PipelineEntry {
+                        active,
+                        signing: Signing::Off,
+                        filter: Arc::new(EventFilter::everything()),
+                    };
+                    (id, entry)
+                }),
             [(
                 key,
                 KeyEntry {

@@ -292,6 +292,20 @@ pub mod http {
     }
 
     /// A body refused because the bytes held by requests in flight reached their budget.
+    /// A request to a verifying pipeline refused with 401 at the edge.
+    pub fn signature_refused(pipeline_id: u64, scheme: &'static str, why: &dyn std::fmt::Display) {
+        counter!("hookhouse_signatures_refused_total", "scheme" => scheme).increment(1);
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow(scheme, Duration::from_secs(1)) {
+            tracing::warn!(pipeline_id, scheme, %why, suppressed, "signature refused (401)");
+        }
+    }
+
+    /// Slack's URL check answered with its challenge.
+    pub fn challenge_answered(pipeline_id: u64) {
+        tracing::info!(pipeline_id, "answered Slack's url_verification challenge");
+    }
+
     pub fn inflight_bytes_exhausted() {
         tracing::debug!(
             "request refused: the body bytes in flight are at HOOKHOUSE_MAX_INFLIGHT_BYTES"
@@ -500,6 +514,20 @@ pub mod writer {
 
     pub fn poison_found(request_id: &str, error: &dyn std::fmt::Display) {
         tracing::error!(request_id, %error, "ClickHouse refuses this row for good; it goes to `rejected` as INSERT_FAILED");
+    }
+
+    /// A pipeline that verifies signatures whose secrets this gateway cannot open: its
+    /// requests go to `rejected` until the key is right. At most one line a minute.
+    pub fn signing_unreadable(pipeline_id: u64, why: &str) {
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow("signing_unreadable", Duration::from_secs(60)) {
+            tracing::error!(
+                pipeline_id,
+                why,
+                suppressed,
+                "pipeline verifies signatures, and this gateway cannot: its requests land in `rejected` as INVALID_SIGNATURE (replay them once fixed: hookhouse rejected replay)"
+            );
+        }
     }
 
     pub fn credentials_reloaded(keys: usize, pipelines: usize) {

@@ -90,7 +90,15 @@ impl Application {
                 .watch_clickhouse(ch.clone(), shutdown.clone()),
         );
 
-        let credentials = Arc::new(SharedCredentials::default());
+        let secrets_key = match &settings.secrets_key_file {
+            // Checked when the settings were loaded; read once more here, for its bytes.
+            Some(path) => Some(Arc::new(
+                crate::signing::SecretsKey::load(path)
+                    .map_err(|error| anyhow::anyhow!("HOOKHOUSE_SECRETS_KEY_FILE: {error}"))?,
+            )),
+            None => None,
+        };
+        let credentials = Arc::new(SharedCredentials::new(secrets_key));
         tokio::spawn(refresh_credentials(
             credentials.clone(),
             ch.clone(),

@@ -20,6 +20,9 @@ pub enum Refusal {
     UnsupportedEncoding,
     /// The request's headers, as the log keeps them, are over `wal::record::MAX_HEADERS_LEN`.
     HeadersTooLarge,
+    /// The pipeline verifies its sender's signatures, and this request's is missing, wrong or
+    /// outside its time window (CONTRACT §8).
+    InvalidSignature,
     /// The body did not arrive within `HOOKHOUSE_BODY_TIMEOUT_SECS`.
     BodyTimeout,
     RateLimited {
@@ -39,6 +42,7 @@ impl Refusal {
             Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::InvalidSignature => StatusCode::UNAUTHORIZED,
             Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -63,6 +67,7 @@ impl Refusal {
             Refusal::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Refusal::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Refusal::UnsupportedEncoding => "UNSUPPORTED_ENCODING",
+            Refusal::InvalidSignature => "INVALID_SIGNATURE",
             Refusal::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Refusal::BodyTimeout => "REQUEST_TIMEOUT",
             Refusal::RateLimited { .. } => "RATE_LIMITED",
@@ -127,6 +132,12 @@ pub fn accepted(request_id: &RequestId, accepted_at: AcceptedAt) -> HttpResponse
             __kdd_request_unix_timestamp: accepted_at.secs(),
         },
     })
+}
+
+/// Slack's `url_verification`: its challenge, echoed (CONTRACT §8).
+pub fn challenge(challenge: &str) -> HttpResponse {
+    events::http::answered(200, None);
+    HttpResponse::Ok().json(serde_json::json!({ "challenge": challenge }))
 }
 
 #[cfg(test)]

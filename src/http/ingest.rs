@@ -2,7 +2,8 @@
 //!
 //! The order is the contract's: a declared length over the limit may be refused first; then the
 //! parameters; then the request's headers and `Content-Encoding`; then the body, read (and
-//! decoded) with a size cap on the decoded bytes and a deadline; and only a request that passed
+//! decoded) with a size cap on the decoded bytes and a deadline; then, for a pipeline whose
+//! signing settings the gateway has loaded, the signature (401); and only a request that passed
 //! every check is appended to the log. The 200 is sent after the log says the record is durable.
 
 use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
@@ -13,12 +14,15 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{self, Refusal};
 use super::AppState;
+use crate::credentials::Signing;
 use crate::events;
 use crate::ingest::body::is_form_content_type;
+use crate::ingest::stored_body;
 use crate::ingest::{
     check_body_as, parse_query, AcceptedAt, BodyDecoder, BodyError, ContentCoding, Credentials,
     DecodeError, Headers, RequestId, TokenHash,
 };
+use crate::signing::{self, Scheme};
 use crate::wal::record::MAX_HEADERS_LEN;
 use crate::wal::{AppendError, NewRecord};
 
@@ -31,7 +35,8 @@ pub async fn ingest(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     match accept(&req, &mut payload, &state).await {
-        Ok((request_id, accepted_at)) => answer::accepted(&request_id, accepted_at),
+        Ok(Accepted::Logged(request_id, accepted_at)) => answer::accepted(&request_id, accepted_at),
+        Ok(Accepted::Challenge(challenge)) => answer::challenge(&challenge),
         Err(refusal) => refusal.response(),
     }
 }
@@ -44,11 +49,19 @@ pub async fn not_found() -> HttpResponse {
     Refusal::NotFound.response()
 }
 
+/// What became of a request that was not refused.
+enum Accepted {
+    /// In the log, durably.
+    Logged(RequestId, AcceptedAt),
+    /// Slack's URL check, correctly signed: answered with its challenge, and not logged.
+    Challenge(String),
+}
+
 async fn accept(
     req: &HttpRequest,
     payload: &mut web::Payload,
     state: &AppState,
-) -> Result<(RequestId, AcceptedAt), Refusal> {
+) -> Result<Accepted, Refusal> {
     let unavailable = Refusal::Unavailable {
         retry_after_secs: RETRY_AFTER_SECS,
     };
@@ -58,6 +71,7 @@ async fn accept(
     let Head {
         credentials,
         token_hash,
+        parsed_headers,
         headers,
         coding,
     } = check_head(req, state)?;
@@ -70,12 +84,34 @@ async fn accept(
     let (body, bytes_permit) = read_body(payload, state, coding).await?;
     events::http::body_received(body.len());
     let form = check_body_as(&body, declared_form(req)).map_err(Refusal::Body)?;
-    // ---- SIGNATURE VERIFICATION GOES HERE (CONTRACT §8: 401 INVALID_SIGNATURE) ----
-    // The body is decoded and checked, and nothing is logged yet. Verify over `body` (the body
-    // as sent with its Content-Encoding removed, before any form is unwrapped: what senders
-    // sign) and `headers` (as kept), with the pipeline's settings as the gateway knows them.
+    let accepted_at = AcceptedAt::now();
+    let view = state.credentials.current();
+    if let Some(Signing::On(verification)) = view
+        .pipeline(credentials.pipeline_id.get())
+        .map(|pipeline| &pipeline.signing)
+    {
+        // Over the body as sent (decoded, before a form is unwrapped: what senders sign), at
+        // the acceptance time the record keeps, so the writer's check agrees with this one.
+        let (scheme, pipeline) = (&verification.scheme, credentials.pipeline_id.get());
+        if let Err(why) = signing::verify(
+            scheme,
+            &verification.secrets,
+            &parsed_headers,
+            &body,
+            accepted_at.secs(),
+        ) {
+            events::http::signature_refused(pipeline, scheme.name(), &why);
+            return Err(Refusal::InvalidSignature);
+        }
+        if *scheme == Scheme::Slack {
+            if let Some(challenge) = signing::slack_challenge(&stored_body(&body, form)) {
+                events::http::challenge_answered(pipeline);
+                return Ok(Accepted::Challenge(challenge));
+            }
+        }
+    }
     let record = NewRecord {
-        accepted_at: AcceptedAt::now(),
+        accepted_at,
         request_id: RequestId::generate(),
         pipeline_id: credentials.pipeline_id,
         key: credentials.key,
@@ -92,7 +128,7 @@ async fn accept(
     match state.wal.append_holding(record, held).await {
         Ok(_seq) => {
             events::http::accepted(request_id.as_str(), credentials.pipeline_id.get(), body_len);
-            Ok((request_id, accepted_at))
+            Ok(Accepted::Logged(request_id, accepted_at))
         }
         Err(error) => {
             events::http::append_failed(request_id.as_str(), &error);
@@ -109,6 +145,8 @@ async fn accept(
 struct Head {
     credentials: Credentials,
     token_hash: TokenHash,
+    /// The headers, for checking a signature.
+    parsed_headers: Headers,
     /// The headers as the log keeps them ([`Headers::to_json`]).
     headers: String,
     coding: ContentCoding,
@@ -132,7 +170,8 @@ fn check_head(req: &HttpRequest, state: &AppState) -> Result<Head, Refusal> {
     }
     // Refused rather than trimmed: a signature or event header cut off would fail later and
     // less clearly, and no sender needs 64 KiB of headers.
-    let headers = Headers::from_http(req.headers()).to_json();
+    let parsed_headers = Headers::from_http(req.headers());
+    let headers = parsed_headers.to_json();
     if headers.len() > MAX_HEADERS_LEN {
         return Err(Refusal::HeadersTooLarge);
     }
@@ -140,6 +179,7 @@ fn check_head(req: &HttpRequest, state: &AppState) -> Result<Head, Refusal> {
     Ok(Head {
         credentials,
         token_hash,
+        parsed_headers,
         headers,
         coding,
     })

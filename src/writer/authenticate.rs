@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::retry::{Retry, Stopped};
 use crate::clickhouse::rows::Landing;
 use crate::clickhouse::Clickhouse;
-use crate::credentials::SharedCredentials;
+use crate::credentials::{CredentialCache, SharedCredentials};
 use crate::ingest::{stored_body, BodyForm};
 use crate::wal::Record;
 
@@ -26,12 +26,13 @@ impl Authenticate {
         }
     }
 
-    /// Each record as a row for `events`, or for `rejected` with the reason it fails.
+    /// Each record as a row for `events`, or for `rejected` with the reason it fails; and the
+    /// view it was checked against, for the steps after.
     pub async fn sort<'a>(
         &self,
         batch: &'a [Record],
         retry: &mut Retry,
-    ) -> Result<Vec<Landing<'a>>, Stopped> {
+    ) -> Result<(Vec<Landing<'a>>, Arc<CredentialCache>), Stopped> {
         let mut backoff = Retry::backoff();
         while self.credentials.current().needs_reload(batch, self.refresh) {
             match self.credentials.reload(&self.ch).await {
@@ -40,14 +41,15 @@ impl Authenticate {
             }
         }
         let view = self.credentials.current();
-        Ok(batch
+        let rows = batch
             .iter()
             .map(|record| {
                 let mut row = landing(record);
                 row.reason = view.check(record).err().map(|reason| reason.as_str());
                 row
             })
-            .collect())
+            .collect();
+        Ok((rows, view))
     }
 }
 

@@ -3,8 +3,12 @@
 //!
 //! 1. [`batch`]: the next batch from the log (bounded by rows, bytes and time).
 //! 2. [`authenticate`]: each record sorted into `events` or `rejected` (CONTRACT §3).
-//! 3. [`exactly_once`]: what ClickHouse does not have yet inserted, and only that.
-//! 4. [`confirm`]: the checkpoint moved past the batch, delivered segments freed, counts.
+//! 3. [`verify`]: signatures checked where the pipeline verifies them (CONTRACT §8).
+//! 4. [`filter`]: event type and delivery id named; event types the pipeline does not keep
+//!    go to `rejected`.
+//! 5. [`redeliveries`]: a delivery that already landed goes to `rejected`.
+//! 6. [`exactly_once`]: what ClickHouse does not have yet inserted, and only that.
+//! 7. [`confirm`]: the checkpoint moved past the batch, delivered segments freed, counts.
 //!
 //! [`Writer::run`] is the short loop that runs them in order; [`supervisor`] restarts it should
 //! it panic and tells `/healthz` whether it is alive. Every step retries through [`retry`]
@@ -16,9 +20,12 @@ pub mod batch;
 pub mod confirm;
 pub mod disk;
 pub mod exactly_once;
+pub mod filter;
 pub mod redeliveries;
+pub mod replay;
 pub mod retry;
 pub mod supervisor;
+pub mod verify;
 
 #[cfg(test)]
 mod model_tests;
@@ -106,7 +113,9 @@ impl Writer {
             let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
                 continue;
             };
-            let mut rows = self.authenticate.sort(&batch, &mut self.retry).await?;
+            let (mut rows, view) = self.authenticate.sort(&batch, &mut self.retry).await?;
+            verify::verify_signatures(&view, &mut rows);
+            filter::name_and_filter(&view, &mut rows);
             redeliveries::drop_redeliveries(
                 &self.exactly_once.destination,
                 &mut rows,

@@ -50,9 +50,7 @@ pub async fn drop_redeliveries(
     rows: &mut [Landing<'_>],
     retry: &mut Retry,
 ) -> Result<(), Stopped> {
-    let candidates: Vec<usize> = (0..rows.len())
-        .filter(|&i| checked(&rows[i]))
-        .collect();
+    let candidates: Vec<usize> = (0..rows.len()).filter(|&i| checked(&rows[i])).collect();
     let Some(since) = candidates
         .iter()
         .map(|&i| rows[i].received_at.saturating_sub(WINDOW_SECS))
@@ -116,7 +114,10 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    struct Landed(Vec<DeliveryRow>, RefCell<Vec<(Vec<(u64, String)>, u32)>>);
+    /// What the step asked: the deliveries and the time bound.
+    type Asked = (Vec<(u64, String)>, u32);
+
+    struct Landed(Vec<DeliveryRow>, RefCell<Vec<Asked>>);
 
     impl LandedDeliveries for Landed {
         async fn landed(
