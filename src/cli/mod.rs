@@ -13,6 +13,8 @@ use crate::config::Settings;
 use crate::ingest::RequestId;
 use crate::{events, startup, telemetry, Application};
 
+mod signed;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hookhouse",
@@ -46,6 +48,27 @@ pub enum Command {
     /// Look up what became of a request.
     #[command(subcommand)]
     Request(RequestCommand),
+    /// Check rejected requests again and move those that now pass.
+    #[command(subcommand)]
+    Rejected(Box<RejectedCommand>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RejectedCommand {
+    /// Check a pipeline's rejected requests again with today's credentials, secrets and event
+    /// filters, and move those that now pass into `events`: each exactly once, however often
+    /// this runs. Run one replay of a pipeline at a time.
+    Replay {
+        /// The pipeline whose rejected requests are checked.
+        #[arg(long, value_name = "ID")]
+        pipeline: u64,
+        /// Only those rejected for this reason, e.g. INVALID_SIGNATURE or EVENT_FILTERED.
+        #[arg(long, value_name = "REASON")]
+        reason: Option<String>,
+        /// Only those received at or after this time (RFC 3339, e.g. 2026-11-20T00:00:00Z).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +108,71 @@ pub enum PipelineCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Verify the signatures of a pipeline's sender (needs HOOKHOUSE_SECRETS_KEY_FILE).
+    #[command(after_help = VERIFY_HELP)]
+    Verify(Box<VerifyArgs>),
+    /// Keep only the event types that match a pattern (`*` matches any run of characters;
+    /// `*` alone keeps everything). Others land in `rejected` as EVENT_FILTERED.
+    Events {
+        /// The pipeline's id (see `pipeline list`).
+        #[arg(long)]
+        id: u64,
+        /// Event type patterns, e.g. push 'pull_request' 'linkedin.message.*'.
+        #[arg(value_name = "PATTERN", required = true)]
+        patterns: Vec<String>,
+    },
+}
+
+const VERIFY_HELP: &str = "Schemes: github, stripe, shopify, slack, standard (Standard Webhooks, also svix-* headers), kakiyo, hmac (with --header, --algorithm, --encoding), none.
+
+Examples:
+  hookhouse pipeline verify --id 1 --scheme github --secret-file github.secret
+  hookhouse pipeline verify --id 1 --add-secret-file new.secret     (rotation: both verify)
+  hookhouse pipeline verify --id 1 --remove-oldest-secret           (end of the overlap)
+  hookhouse pipeline verify --id 2 --scheme hmac --secret-file s --header X-Signature --algorithm sha256 --encoding hex --prefix sha256= --event-field event
+  hookhouse pipeline verify --id 1 --scheme none                    (verification off)";
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The pipeline's id (see `pipeline list`).
+    #[arg(long)]
+    pub id: u64,
+    /// How the sender signs: github, stripe, shopify, slack, standard, kakiyo, hmac or none.
+    #[arg(long, value_name = "SCHEME")]
+    pub scheme: Option<String>,
+    /// A file holding the secret (trailing newline trimmed); replaces the secrets.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// A second active secret, for rotation (at most two; either verifies).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["scheme", "secret_file", "remove_oldest_secret"])]
+    pub add_secret_file: Option<PathBuf>,
+    /// Ends a rotation: the older of the two secrets stops verifying.
+    #[arg(long, conflicts_with_all = ["scheme", "secret_file"])]
+    pub remove_oldest_secret: bool,
+    /// hmac: the header carrying the signature.
+    #[arg(long, value_name = "HEADER")]
+    pub header: Option<String>,
+    /// hmac: sha1, sha256 or sha512.
+    #[arg(long)]
+    pub algorithm: Option<String>,
+    /// hmac: hex or base64.
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// hmac: text before the signature in its header, e.g. sha256=.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// hmac: the header naming the event type.
+    #[arg(long, value_name = "HEADER", conflicts_with = "event_field")]
+    pub event_header: Option<String>,
+    /// hmac: the body field naming the event type (a.b walks into objects).
+    #[arg(long, value_name = "NAME")]
+    pub event_field: Option<String>,
+    /// hmac: the header carrying the delivery id.
+    #[arg(long, value_name = "HEADER", conflicts_with = "id_field")]
+    pub id_header: Option<String>,
+    /// hmac: the body field carrying the delivery id.
+    #[arg(long, value_name = "NAME")]
+    pub id_field: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +236,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Request(RequestCommand::Show { id }) => {
             request_show(&id, &settings, cli.json).await
         }
+        Command::Rejected(command) => match *command {
+            RejectedCommand::Replay {
+                pipeline,
+                reason,
+                since,
+            } => signed::replay(pipeline, reason, since, &settings, cli.json).await,
+        },
     }
 }
 
@@ -219,17 +314,26 @@ async fn pipeline(
             } else if rows.is_empty() {
                 println!("No pipelines yet: hookhouse pipeline create --name NAME");
             } else {
-                println!("{:<8} {:<10} {:<20} NAME", "ID", "STATE", "CREATED");
+                println!(
+                    "{:<8} {:<10} {:<20} {:<14} {:<24} NAME",
+                    "ID", "STATE", "CREATED", "SIGNATURES", "EVENTS"
+                );
                 for row in rows {
                     println!(
-                        "{:<8} {:<10} {:<20} {}",
+                        "{:<8} {:<10} {:<20} {:<14} {:<24} {}",
                         row.pipeline_id,
                         state(row.active != 0),
                         when(row.created_at),
+                        signed::signatures_column(&row),
+                        signed::events_column(&row),
                         row.name
                     );
                 }
             }
+        }
+        PipelineCommand::Verify(args) => signed::verify(&ch, *args, settings, as_json).await?,
+        PipelineCommand::Events { id, patterns } => {
+            signed::events(&ch, id, patterns, as_json).await?
         }
         PipelineCommand::Disable { id } | PipelineCommand::Enable { id } => {
             let enable = matches!(command, PipelineCommand::Enable { .. });
@@ -477,7 +581,13 @@ fn when_precise(secs: f64) -> String {
 }
 
 fn pipeline_json(row: &PipelineRow) -> serde_json::Value {
-    json!({"pipeline_id": row.pipeline_id, "name": row.name, "active": row.active != 0, "created_at": when(row.created_at)})
+    json!({
+        "pipeline_id": row.pipeline_id, "name": row.name, "active": row.active != 0,
+        "created_at": when(row.created_at),
+        "scheme": if row.scheme.is_empty() { "none" } else { row.scheme.as_str() },
+        "secrets": row.secrets.len(),
+        "event_patterns": if row.event_patterns.is_empty() { vec!["*".to_string()] } else { row.event_patterns.clone() },
+    })
 }
 
 fn token_json(row: &TokenRow) -> serde_json::Value {

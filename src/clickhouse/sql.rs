@@ -122,15 +122,36 @@ pub fn redeliveries(events: &str, asked: &[(u64, &str)], since: u32) -> String {
     )
 }
 
-/// The rows of `rejected` that `rejected replay` checks again: one pipeline, optionally one
-/// reason (already checked to be a reason hookhouse writes) and a start time.
-pub fn rejected_to_replay(rejected: &str, pipeline: u64, reason: Option<&str>, since: u32) -> String {
+/// A page of the rows of `rejected` that `rejected replay` checks again: one pipeline,
+/// optionally one reason, from a start time, after the request id `after` (pages go in request
+/// id order, so rows moved meanwhile shift nothing; ids were parsed, safe in a literal).
+pub fn rejected_to_replay(
+    rejected: &str,
+    pipeline: u64,
+    reason: Option<&str>,
+    since: u32,
+    after: &str,
+    limit: usize,
+) -> String {
     let reason = reason.map_or(String::new(), |r| format!(" AND reason = {}", quote(r)));
     format!(
         "SELECT pipeline_id, __kdd_request_id, __kdd_request_unix_timestamp, \
          __kdd_requester_key, __kdd_request_body, reason, headers, body_as_sent \
-         FROM {rejected} WHERE pipeline_id = {pipeline} AND received_at >= toDateTime({since}){reason} \
-         ORDER BY __kdd_request_unix_timestamp, __kdd_request_id"
+         FROM {rejected} WHERE pipeline_id = {pipeline} \
+         AND received_at >= toDateTime({since}){reason} AND __kdd_request_id > {} \
+         ORDER BY __kdd_request_id LIMIT {limit}",
+        quote(after)
+    )
+}
+
+/// Which of `ids` (request ids, parsed) `events` holds for `pipeline`: the rows `rejected
+/// replay` already moved.
+pub fn in_events(events: &str, pipeline: u64, ids: &[&str]) -> String {
+    let ids: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    format!(
+        "SELECT __kdd_request_id FROM {events} WHERE pipeline_id = {pipeline} \
+         AND __kdd_request_id IN ({})",
+        ids.join(",")
     )
 }
 

@@ -7,7 +7,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::client::{ChError, Clickhouse};
-use super::rows::{PipelineRow, RequestOutcomeRow, TokenRow};
+use super::rows::{PipelineRow, RejectedReadRow, RequestIdRow, RequestOutcomeRow, TokenRow};
+use super::sql;
 use crate::ingest::{Key, PipelineId, Token};
 
 #[derive(Debug, thiserror::Error)]
@@ -285,4 +286,49 @@ pub async fn find_request(
         found.extend(ch.fetch_all::<RequestOutcomeRow>(&sql).await?);
     }
     Ok(found)
+}
+
+/// A page of `rejected` for `rejected replay` (see [`sql::rejected_to_replay`]).
+pub async fn rejected_page(
+    ch: &Clickhouse,
+    pipeline: u64,
+    reason: Option<&str>,
+    since: u32,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<RejectedReadRow>, StoreError> {
+    let sql = sql::rejected_to_replay(&ch.table("rejected"), pipeline, reason, since, after, limit);
+    Ok(ch.fetch_all(&sql).await?)
+}
+
+/// Which of `ids` `events` holds for `pipeline`.
+pub async fn in_events(
+    ch: &Clickhouse,
+    pipeline: u64,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut found = std::collections::HashSet::new();
+    for chunk in ids.chunks(sql::PRESENCE_CHUNK) {
+        let sql = sql::in_events(&ch.table("events"), pipeline, chunk);
+        let rows: Vec<RequestIdRow> = ch.fetch_all(&sql).await?;
+        found.extend(rows.into_iter().map(|r| r.__kdd_request_id));
+    }
+    Ok(found)
+}
+
+/// Removes `ids` of `pipeline` from `rejected` (a mutation ClickHouse applies in the background).
+pub async fn delete_rejected(
+    ch: &Clickhouse,
+    pipeline: u64,
+    ids: &[&str],
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(sql::PRESENCE_CHUNK) {
+        ch.execute(&sql::delete_rejected(
+            &ch.table("rejected"),
+            pipeline,
+            chunk,
+        ))
+        .await?;
+    }
+    Ok(())
 }

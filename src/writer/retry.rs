@@ -55,6 +55,21 @@ impl Retry {
         )
     }
 
+    /// For a one-shot command: shut down (its steps give up) `after` from now, reporting to
+    /// no supervisor. Needs a Tokio runtime.
+    pub fn for_command(after: Duration) -> Retry {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            trigger.trigger();
+        });
+        Retry::new(
+            shutdown,
+            Arc::new(Notify::new()),
+            Arc::new(WriterHealth::new(Duration::from_secs(3600))),
+        )
+    }
+
     pub fn backoff() -> Backoff {
         Backoff::new(BACKOFF_BASE, BACKOFF_CAP)
     }
