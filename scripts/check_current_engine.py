@@ -272,6 +272,24 @@ def check_rows(engine, results, failures):
         ]
         expect(failures, f"rows in {table}", have, want)
 
+    # Signed senders: redeliveries found by (pipeline, delivery id), `rejected replay`'s page
+    # and its events lookup.
+    want = sorted(
+        (r["pipeline_id"], r["delivery_id"], r["request_id"], r["received_at"])
+        for r in landings
+        if r["reason"] is None
+    )
+    have = sorted(tuple(x) for x in results["redeliveries"])
+    expect(failures, "delivery.redeliveries", have, want)
+    want = [
+        [r["request_id"], r["reason"], r["headers"], ""]
+        for r in landings
+        if r["pipeline_id"] == results["replay_pipeline"] and r["reason"] == "PIPELINE_DISABLED"
+    ]
+    expect(failures, "store.rejected_page", results["rejected_page"], want)
+    want = sorted(r["request_id"] for r in landings if r["reason"] is None)
+    expect(failures, "store.in_events", results["in_events"], want)
+
     ids = [row["request_id"] for row in landings]
     present = results["present"]
     expect(failures, "delivery.present (the inserted ids, not the absent one)", present, ids)

@@ -149,6 +149,27 @@ async fn admin(
     step(recorder, "store.create_view", view).await?;
     let disable = store::set_pipeline_active(ch, disabled.pipeline_id, false);
     let disabled = step(recorder, "store.set_pipeline_active", disable).await?;
+    // Signed senders: a sealed secret and event patterns on the open pipeline (CONTRACT §8).
+    let key = hookhouse::signing::SecretsKey::from_bytes([7; 32]);
+    let secret = hookhouse::signing::Secret::new(b"It's a Secret to Everybody".to_vec());
+    let sealed = key.seal(open.pipeline_id, &secret);
+    let signing = store::set_signing(ch, open.pipeline_id, |_| {
+        Ok(store::StoredSigning {
+            scheme: "github".into(),
+            scheme_options: String::new(),
+            secrets: vec![sealed.clone()],
+        })
+    });
+    step(recorder, "store.set_signing", signing).await?;
+    let patterns = vec!["push".to_string(), "linkedin.message.*".to_string()];
+    let patterns = store::set_event_patterns(ch, open.pipeline_id, patterns);
+    step(recorder, "store.set_event_patterns", patterns).await?;
+    let open = step(
+        recorder,
+        "store.pipeline",
+        store::pipeline(ch, open.pipeline_id),
+    )
+    .await?;
     let pipelines = store::list_pipelines(ch);
     let pipelines = step(recorder, "store.list_pipelines", pipelines).await?;
 
@@ -236,6 +257,51 @@ async fn writer(
         found.push(json!({"request_id": id.as_str(), "found": rows}));
     }
 
+    // Signed senders: which deliveries landed, and `rejected replay`'s reads and its delete.
+    let asked: Vec<(u64, &str)> = rows
+        .iter()
+        .map(|r| (r.pipeline_id, r.delivery_id.as_str()))
+        .chain([(rows[0].pipeline_id, "never-landed")])
+        .collect();
+    let redeliveries = delivery.redeliveries(&asked, 1_767_225_600 - 7 * 24 * 3600);
+    let redeliveries = step(recorder, "delivery.redeliveries", redeliveries).await?;
+    let mut landed_deliveries: Vec<Value> = redeliveries
+        .iter()
+        .map(|r| {
+            json!([
+                r.pipeline_id,
+                r.delivery_id,
+                r.__kdd_request_id,
+                r.received_at
+            ])
+        })
+        .collect();
+    landed_deliveries.sort_by_key(|v| v.to_string());
+    let replayed = admin.disabled.pipeline_id;
+    let page = store::rejected_page(ch, replayed, Some("PIPELINE_DISABLED"), 0, "", 100);
+    let page = step(recorder, "store.rejected_page", page).await?;
+    let event_ids: Vec<&str> = rows.iter().map(|r| r.request_id).collect();
+    let held = store::in_events(ch, admin.open.pipeline_id, &event_ids);
+    let mut held: Vec<String> = step(recorder, "store.in_events", held)
+        .await?
+        .into_iter()
+        .collect();
+    held.sort_unstable();
+    // An id never inserted: the statement runs and the rows the check reads stay.
+    let never = [ids[5].as_str()];
+    let delete = store::delete_rejected(ch, replayed, &never);
+    step(recorder, "store.delete_rejected", delete).await?;
+    results.insert("redeliveries".into(), json!(landed_deliveries));
+    results.insert(
+        "rejected_page".into(),
+        json!(page
+            .iter()
+            .map(|r| json!([r.__kdd_request_id, r.reason, r.headers, r.body_as_sent]))
+            .collect::<Vec<_>>()),
+    );
+    results.insert("replay_pipeline".into(), replayed.into());
+    results.insert("in_events".into(), json!(held));
+
     let mut present: Vec<String> = present.into_iter().collect();
     present.sort_unstable();
     results.insert(
@@ -280,7 +346,8 @@ fn landings<'a>(admin: &Admin, ids: &'a [RequestId], bodies: &'a [String]) -> Ve
                 body.into(),
             );
             row.event_type = format!("type.{n}");
-            row.delivery_id = format!("delivery-{n}");
+            // Sender text in SQL literals: a quote, a backslash, non-ASCII.
+            row.delivery_id = format!("delivery-{n} it's \\ \"ü\"");
             row.headers = r#"{"x-github-event":"push"}"#;
             row.reason = reason.map(Reason::as_str);
             row
