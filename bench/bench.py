@@ -517,6 +517,17 @@ def report(directory, md_path, json_path):
         "peak_rss_kib": rss_phases,
         "meta": meta,
     }
+    unsigned, signed = wrk_rounds("unsigned"), wrk_rounds("signed")
+    u_rps = statistics.median([x["accepted_per_s"] for x in unsigned]) if unsigned else None
+    s_rps = statistics.median([x["accepted_per_s"] for x in signed]) if signed else None
+    signed_ratio = s_rps / u_rps if s_rps and u_rps else None
+    summary["signed"] = {
+        "unsigned_accepted_per_s": u_rps,
+        "signed_accepted_per_s": s_rps,
+        "ratio": signed_ratio,
+        "unsigned_rounds": unsigned,
+        "signed_rounds": signed,
+    }
     p99_half = rate_g.get("p99") if rate_g else None
     lag_p99 = lag.get("p99") if lag else None
     drain = backlog.get("drain_rows_per_s") if backlog else None
@@ -536,6 +547,7 @@ def report(directory, md_path, json_path):
         f"| landing lag p99 (direct sampler) | {s(lag_p99)} | ≤ 2 s | {verdict(lag_p99, 2.0, False)} |",
         f"| backlog drain ({num(backlog.get('n') if backlog else None)} requests) | {num(drain)} rows/s | ≥ 100,000 rows/s | {verdict(drain, 100000, True)} |",
         f"| peak RSS of the gateway, any phase | {mib(peak_rss)} | ≤ 150 MiB | {verdict(peak_rss, 150 * 1024, False)} |",
+        f"| throughput, GitHub-signed / unsigned pipeline | {num(signed_ratio, 2)}× ({num(s_rps)} / {num(u_rps)} req/s) | ≥ 0.9× | {verdict(signed_ratio, 0.9, True)} |",
         "",
         "## Throughput (closed loop: wrk, 64 connections, 1 KiB JSON body, only 200s count)",
         "",
@@ -610,6 +622,20 @@ def report(directory, md_path, json_path):
                     f"**The {label} did not keep up with {num(wanted)} req/s**: its latency above is that of a growing queue, "
                     "not of a server at half load (the machine's cores are shared with the load generator and ClickHouse)."
                 )
+    if signed:
+        lines += [
+            "",
+            "## Signed senders (the same gateway; GitHub's headers and a fresh delivery id on every request)",
+            "",
+            "| round | unsigned pipeline req/s | signed pipeline req/s | unsigned non-200 | signed non-200 |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for u, g in zip(unsigned, signed):
+            lines.append(
+                f"| {u['round']} | {num(u['accepted_per_s'])} | {num(g['accepted_per_s'])} | "
+                f"{u['non_2xx'] + u['socket_errors']} | {g['non_2xx'] + g['socket_errors']} |"
+            )
+        lines.append(f"| **median** | **{num(u_rps)}** | **{num(s_rps)}** | | |")
     lines += ["", "## Landing lag (from the 200 to queryable in ClickHouse)", ""]
     if lag:
         lines.append(

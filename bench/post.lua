@@ -12,6 +12,24 @@ wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = "application/json"
 
+-- The signed-senders phase: GitHub's headers on every request, a delivery id of its own on each
+-- (the writer drops redeliveries), and, when BENCH_SIGNATURE is set, the body's signature. Both
+-- sides of that phase run this same code, so only the signature check differs between them.
+if os.getenv("BENCH_GITHUB") == "1" then
+  wrk.headers["X-GitHub-Event"] = "push"
+  local signature = os.getenv("BENCH_SIGNATURE")
+  if signature and signature ~= "" then
+    wrk.headers["X-Hub-Signature-256"] = signature
+  end
+  local thread_tag = tostring(math.random(1, 2147483647))
+  local counter = 0
+  request = function()
+    counter = counter + 1
+    wrk.headers["X-GitHub-Delivery"] = thread_tag .. "-" .. counter
+    return wrk.format(nil, nil, nil, nil)
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

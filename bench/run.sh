@@ -13,6 +13,9 @@
 #   3. backlog     ClickHouse stopped, BENCH_BACKLOG requests sent, ClickHouse started again;
 #                  time until every row is queryable; rows/s.
 #   4. big backlog the same with BENCH_BIG_BACKLOG requests (opt-in: 10,000,000 is ~12 GB of log).
+#   5. signed      the same gateway, a pipeline verifying GitHub signatures against one that does
+#                  not, alternating A B, both sent GitHub's headers with a fresh delivery id each;
+#                  the ratio of accepted requests/s (target: signed at least 0.9x unsigned).
 #
 # Peak RSS of the gateway is taken in each phase (VmHWM, reset between phases). The summary is
 # printed and written to bench/results/latest.md, the raw numbers to bench/results/latest.json.
@@ -202,6 +205,7 @@ start_gateway() {
         HOOKHOUSE_FSYNC=always
         HOOKHOUSE_RATE_LIMIT_PER_KEY=0
         HOOKHOUSE_WAL_MAX_BYTES="$budget"
+        HOOKHOUSE_SECRETS_KEY_FILE="$WORK/secrets.key"
     )
     spawn GW_PID "$WORK/gateway.log" env -i PATH="$PATH" "${GATEWAY_ENV[@]}" "$HOOKHOUSE" serve
     "${HELPER[@]}" wait-http "$GW_URL/readyz" 60 || fail "the gateway is not ready; see $WORK/gateway.log"
@@ -221,14 +225,17 @@ start_bare() {
 
 # admin ARGS...: a `hookhouse` command against our ClickHouse.
 admin() {
-    env -i PATH="$PATH" HOOKHOUSE_CLICKHOUSE_URL="$CH_URL" "$HOOKHOUSE" "$@" 2>>"$WORK/admin.log"
+    env -i PATH="$PATH" HOOKHOUSE_CLICKHOUSE_URL="$CH_URL" HOOKHOUSE_SECRETS_KEY_FILE="$WORK/secrets.key" \
+        "$HOOKHOUSE" "$@" 2>>"$WORK/admin.log"
 }
 
-# Two pipelines: one for the load, one of its own for the landing-lag sampler.
+# Three pipelines: one for the load, one of its own for the landing-lag sampler, and one that
+# verifies GitHub signatures (phase 5).
 create_credentials() {
+    python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())' >"$WORK/secrets.key"
     admin migrate >/dev/null
     local name json
-    for name in load lag; do
+    for name in load lag signed; do
         json=$(admin pipeline create --name "bench-$name" --json)
         local pipeline
         pipeline=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["pipeline_id"])' <<<"$json")
@@ -238,6 +245,8 @@ create_credentials() {
         printf -v "PIPELINE_${name^^}" '%s' "$pipeline"
         printf -v "QUERY_${name^^}" '%s' "/?pipeline_id=$pipeline&$query"
     done
+    printf '%s' "bench-$RANDOM-$RANDOM" >"$WORK/github.secret"
+    admin pipeline verify --id "$PIPELINE_SIGNED" --scheme github --secret-file "$WORK/github.secret" >/dev/null
 }
 
 make_body() {
@@ -287,7 +296,8 @@ run_wrk() {
     local target=$1 round=$2 url=$3 out="$WORK/wrk-$1-$2.txt"
     cpu_snapshot "$WORK/cpu-before.json"
     "${HELPER[@]}" snap "$GW_URL/metrics" "${COMMIT_SERIES[@]}" >"$WORK/commit-before.json"
-    BENCH_BODY="$BODY" timeout $((BENCH_SECONDS + 60)) \
+    BENCH_BODY="$BODY" BENCH_GITHUB="${BENCH_GITHUB:-0}" BENCH_SIGNATURE="${BENCH_SIGNATURE:-}" \
+        timeout $((BENCH_SECONDS + 60)) \
         wrk -t"$WRK_THREADS" -c"$BENCH_CONNECTIONS" -d"${BENCH_SECONDS}s" --timeout 10s --latency \
         -s "$BENCH_DIR/post.lua" "$url" >"$out"
     cpu_snapshot "$WORK/cpu-after.json"
@@ -336,6 +346,30 @@ phase_throughput() {
         run_wrk bare "$round" "$BARE_URL$QUERY_LOAD"
     done
     rss_record full-load
+}
+
+phase_signed() {
+    log "phase 5: signed senders, $BENCH_ROUNDS rounds of ${BENCH_SECONDS}s each, unsigned and signed pipelines alternating"
+    local signature
+    signature=$(python3 -c 'import hashlib,hmac,sys; print("sha256=" + hmac.new(open(sys.argv[1],"rb").read(), open(sys.argv[2],"rb").read(), hashlib.sha256).hexdigest())' \
+        "$WORK/github.secret" "$BODY")
+    local round saved=$BENCH_SECONDS
+    BENCH_SECONDS=2
+    BENCH_GITHUB=1 BENCH_SIGNATURE="$signature" run_wrk signed warmup "$GW_URL$QUERY_SIGNED"
+    BENCH_SECONDS=$saved
+    # The check must have passed: a 401 is not a signed request accepted.
+    [[ $(grep -c 'Non-2xx' "$WORK/wrk-signed-warmup.txt") == 0 ]] || fail "the signed pipeline refused its requests; see $WORK/wrk-signed-warmup.txt"
+    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+        wait_landed
+        BENCH_GITHUB=1 run_wrk unsigned "$round" "$GW_URL$QUERY_LOAD"
+        wait_landed
+        BENCH_GITHUB=1 BENCH_SIGNATURE="$signature" run_wrk signed "$round" "$GW_URL$QUERY_SIGNED"
+    done
+    wait_landed
+    # Every signed request landed in `events` (none rejected: the writer checked them again).
+    local rejected
+    rejected=$("${HELPER[@]}" ch "$CH_URL" "SELECT count() FROM $DB.rejected WHERE pipeline_id = $PIPELINE_SIGNED")
+    [[ "$rejected" == 0 ]] || fail "$rejected signed requests landed in rejected"
 }
 
 phase_fixed_rate() {
@@ -502,6 +536,7 @@ main() {
     write_meta
     phase_backlog backlog "$BENCH_BACKLOG"
     phase_backlog big-backlog "$BENCH_BIG_BACKLOG"
+    phase_signed
     report
 }
 
