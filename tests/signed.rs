@@ -1160,3 +1160,111 @@ async fn migration_2_adds_its_columns_to_tables_that_hold_data() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(r#""scheme":"none""#), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signatures_hold_over_gzip_and_githubs_form_encoding_and_replay_keeps_them() {
+    use std::io::Write;
+    let ch = ClickhouseServer::start();
+    let env = Env::new(&ch);
+    let creds = setup_pipeline(&ch, "github-form").await;
+    let id = creds.pipeline_id.to_string();
+    env.verify(creds.pipeline_id, "github", "form secret");
+    // Only `push` at first: the form delivery of `issues` is filtered, then replayed.
+    env.ok(&["pipeline", "events", "--id", &id, "push"]);
+    let gw = gateway(&ch, &env).await;
+    let client = reqwest::Client::new();
+    let url = gw.url(&creds.query());
+    until_edge_knows(&client, &url).await;
+    let json = r#"{"action":"opened","issue":{"title":"a & b = c"}}"#;
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", json)
+        .finish();
+    let signature = |bytes: &[u8]| format!("sha256={}", hex::encode(mac(b"form secret", &[bytes])));
+    let post = |body: Vec<u8>, headers: Vec<(&'static str, String)>| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut request = client.post(&url).body(body);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            answer(request.send().await.expect("answer")).await
+        }
+    };
+    // GitHub's default: a form, signed over the form's bytes.
+    let form_answer = post(
+        form.clone().into_bytes(),
+        vec![
+            ("Content-Type", "application/x-www-form-urlencoded".into()),
+            ("X-GitHub-Event", "issues".into()),
+            ("X-GitHub-Delivery", "form-1".into()),
+            ("X-Hub-Signature-256", signature(form.as_bytes())),
+        ],
+    )
+    .await;
+    assert_eq!(form_answer.status, 200, "{form_answer:?}");
+    // Gzip: signed over the decoded bytes.
+    let push = r#"{"ref":"refs/heads/main"}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(push.as_bytes()).expect("gzip");
+    let gzipped = gz.finish().expect("gzip");
+    let gzip_answer = post(
+        gzipped.clone(),
+        vec![
+            ("Content-Encoding", "gzip".into()),
+            ("X-GitHub-Event", "push".into()),
+            ("X-GitHub-Delivery", "gz-1".into()),
+            ("X-Hub-Signature-256", signature(push.as_bytes())),
+        ],
+    )
+    .await;
+    assert_eq!(gzip_answer.status, 200, "{gzip_answer:?}");
+    // Signed over the compressed bytes instead: not what senders do, refused.
+    let wrong = post(
+        gzipped.clone(),
+        vec![
+            ("Content-Encoding", "gzip".into()),
+            ("X-Hub-Signature-256", signature(&gzipped)),
+        ],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+
+    let events = wait_rows(&ch, "events", creds.pipeline_id, 1).await;
+    assert_eq!(
+        events,
+        vec![vec![
+            gzip_answer.request_id().to_string(),
+            "push".into(),
+            "gz-1".into()
+        ]]
+    );
+    let rejected = wait_rows(&ch, "rejected", creds.pipeline_id, 1).await;
+    assert_eq!(rejected[0][3], "EVENT_FILTERED");
+    let kept = ch
+        .query(&format!(
+            "SELECT __kdd_request_body, body_as_sent FROM hookhouse.rejected WHERE __kdd_request_id = '{}'",
+            form_answer.request_id()
+        ))
+        .await;
+    // TSV: neither holds a tab, newline or backslash.
+    assert_eq!(kept.trim_end(), format!("{json}\t{form}"));
+    // Replayed with `*`, the form delivery's signature is checked again over its form bytes.
+    env.ok(&["pipeline", "events", "--id", &id, "*"]);
+    let out = env.ok(&[
+        "rejected",
+        "replay",
+        "--pipeline",
+        &id,
+        "--reason",
+        "EVENT_FILTERED",
+    ]);
+    assert!(out.contains("1 moved"), "{out}");
+    let body = ch
+        .query(&format!(
+            "SELECT __kdd_request_body FROM hookhouse.events WHERE __kdd_request_id = '{}'",
+            form_answer.request_id()
+        ))
+        .await;
+    assert_eq!(body.trim_end(), json);
+    gw.stop().await;
+}
