@@ -1268,3 +1268,32 @@ async fn signatures_hold_over_gzip_and_githubs_form_encoding_and_replay_keeps_th
     assert_eq!(body.trim_end(), json);
     gw.stop().await;
 }
+
+#[test]
+fn a_bad_secrets_key_file_stops_start_up_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "c2hvcnQ=\n").expect("key file");
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not base64 at all!\n").expect("key file");
+    let missing = dir.path().join("missing.key");
+    for file in [&short, &garbage, &missing] {
+        let (code, _, err) = hookhouse_cli(
+            &["serve"],
+            &[
+                ("HOOKHOUSE_SECRETS_KEY_FILE", file.to_str().expect("utf-8")),
+                (
+                    "HOOKHOUSE_DATA_DIR",
+                    dir.path().join("data").to_str().expect("utf-8"),
+                ),
+            ],
+        );
+        assert_eq!(code, 1, "{}: {err}", file.display());
+        assert!(err.contains("HOOKHOUSE_SECRETS_KEY_FILE"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            !err.contains("c2hvcnQ"),
+            "the key's content is not printed: {err}"
+        );
+    }
+}
