@@ -1297,3 +1297,32 @@ fn a_bad_secrets_key_file_stops_start_up_with_one_line_naming_it() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_batch_of_long_delivery_ids_is_asked_in_one_query() {
+    let ch = ClickhouseServer::start();
+    let creds = setup_pipeline(&ch, "many").await;
+    ch.query(&format!(
+        "INSERT INTO hookhouse.events (pipeline_id, __kdd_request_id, __kdd_request_unix_timestamp, \
+         __kdd_requester_key, __kdd_request_body, delivery_id) VALUES ({}, 'aaaaaaaaaaaaaaaaaaaa', {}, 'k', '{{}}', 'id-00017-{}')",
+        creds.pipeline_id,
+        now(),
+        "x".repeat(60)
+    ))
+    .await;
+    // 20,000 ids of 70 bytes: about 1.5 MiB of SQL, six times the default max_query_size.
+    let ids: Vec<String> = (0..20_000)
+        .map(|i| format!("id-{i:05}-{}", "x".repeat(60)))
+        .collect();
+    let asked: Vec<(u64, &str)> = ids
+        .iter()
+        .map(|id| (creds.pipeline_id, id.as_str()))
+        .collect();
+    let delivery = hookhouse::clickhouse::Delivery::new(admin(&ch), "test".into());
+    let found = delivery
+        .redeliveries(&asked, (now() - 3600) as u32)
+        .await
+        .expect("one long query is accepted");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].delivery_id, ids[17]);
+}

@@ -220,6 +220,20 @@ impl Clickhouse {
         Ok(tokio::time::timeout(QUERY_TIMEOUT, self.client.query(sql).fetch_all::<T>()).await??)
     }
 
+    /// Runs a query whose text may be longer than the server's default `max_query_size`
+    /// (256 KiB): the limit is raised for this query alone, to the text's length. Every version
+    /// knows the setting.
+    pub async fn fetch_all_long<T>(&self, sql: &str) -> Result<Vec<T>, ChError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let query = self
+            .client
+            .query(sql)
+            .with_option("max_query_size", (sql.len() + 4096).to_string());
+        Ok(tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all::<T>()).await??)
+    }
+
     /// True when ClickHouse answers a trivial query within `within`.
     pub async fn ping(&self, within: Duration) -> Result<(), ChError> {
         tokio::time::timeout(within, self.client.query("SELECT 1").execute()).await??;

@@ -125,7 +125,7 @@ impl Delivery {
                 end += 1;
             }
             let sql = sql::redeliveries(&events, &asked[start..end], since);
-            found.extend(self.ch.fetch_all::<DeliveryRow>(&sql).await?);
+            found.extend(self.ch.fetch_all_long::<DeliveryRow>(&sql).await?);
             start = end;
         }
         Ok(found)

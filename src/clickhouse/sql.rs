@@ -97,9 +97,11 @@ pub fn quote(text: &str) -> String {
     out
 }
 
-/// About how much SQL one redelivery query may carry: delivery ids are the senders' text, of any
-/// length, so they are counted in bytes, far below the default `max_query_size` of 256 KiB.
-pub const REDELIVERY_CHUNK_BYTES: usize = 64 * 1024;
+/// About how much SQL one redelivery query may carry (delivery ids are the senders' text, of
+/// any length, so they are counted in bytes). Each query reads the pipelines' last 7 days of
+/// `delivery_id`, so a batch asks in as few queries as it can: the query raises its own
+/// `max_query_size` to its length, and a full batch of 50,000 ids fits in one.
+pub const REDELIVERY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Which of the delivery ids `asked` (pipeline, delivery id) already landed in `events` at or
 /// after `since`, with the request that landed them. `events` is ordered by pipeline and time,
