@@ -230,7 +230,7 @@ impl Clickhouse {
         let query = self
             .client
             .query(sql)
-            .with_option("max_query_size", (sql.len() + 4096).to_string());
+            .with_setting("max_query_size", (sql.len() + 4096).to_string());
         Ok(tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all::<T>()).await??)
     }
 

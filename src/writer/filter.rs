@@ -9,8 +9,14 @@ use crate::credentials::{CredentialCache, Reason, Signing};
 use crate::ingest::Headers;
 use crate::signing;
 
-pub fn name_and_filter(view: &CredentialCache, rows: &mut [Landing<'_>]) {
-    for row in rows.iter_mut() {
+/// `headers` are the rows' headers as [`super::verify::verify_signatures`] read them (`None`
+/// where the pipeline does not verify, or for rows beyond them).
+pub fn name_and_filter(
+    view: &CredentialCache,
+    rows: &mut [Landing<'_>],
+    headers: &[Option<Headers>],
+) {
+    for (i, row) in rows.iter_mut().enumerate() {
         let Some(pipeline) = view.pipeline(row.pipeline_id) else {
             continue;
         };
@@ -19,8 +25,15 @@ pub fn name_and_filter(view: &CredentialCache, rows: &mut [Landing<'_>]) {
             Signing::Off | Signing::Unreadable(_) => None,
         };
         if let Some(scheme) = scheme {
-            let headers = Headers::from_json(row.headers).unwrap_or_default();
-            let described = signing::describe(Some(scheme), &headers, &row.body);
+            let read;
+            let headers = match headers.get(i) {
+                Some(Some(headers)) => headers,
+                _ => {
+                    read = Headers::from_json(row.headers).unwrap_or_default();
+                    &read
+                }
+            };
+            let described = signing::describe(Some(scheme), headers, &row.body);
             row.event_type = described.event_type;
             row.delivery_id = described.delivery_id;
         }

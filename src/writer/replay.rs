@@ -138,8 +138,8 @@ async fn replay_page(
             row
         })
         .collect();
-    verify_signatures(view, &mut rows);
-    name_and_filter(view, &mut rows);
+    let headers = verify_signatures(view, &mut rows);
+    name_and_filter(view, &mut rows, &headers);
     let mut retry = Retry::for_command(GIVE_UP_AFTER);
     drop_redeliveries(delivery, &mut rows, &mut retry)
         .await
