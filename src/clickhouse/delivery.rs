@@ -120,7 +120,11 @@ impl Delivery {
         while start < asked.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < asked.len() && (end == start || bytes < sql::REDELIVERY_CHUNK_BYTES) {
+            while end < asked.len()
+                && (end == start
+                    || (bytes < sql::REDELIVERY_CHUNK_BYTES
+                        && end - start < sql::REDELIVERY_CHUNK_IDS))
+            {
                 bytes += asked[end].1.len() + 24;
                 end += 1;
             }

@@ -20,8 +20,9 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     ),
 ];
 
-/// ILLEGAL_COLUMN: what `ADD COLUMN` answers, on every version, for a column that exists.
-const COLUMN_EXISTS: u32 = 44;
+/// What `ADD COLUMN` answers for a column that exists: ILLEGAL_COLUMN (44) on 18.16,
+/// DUPLICATE_COLUMN (15) on current releases.
+const COLUMN_EXISTS: [u32; 2] = [44, 15];
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct Applied {
@@ -80,7 +81,11 @@ pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
         for statement in statements(sql, ch.database()) {
             match ch.execute(&statement).await {
                 Ok(()) => {}
-                Err(error) if adds_column(&statement) && error.code() == Some(COLUMN_EXISTS) => {}
+                Err(error)
+                    if adds_column(&statement)
+                        && error
+                            .code()
+                            .is_some_and(|code| COLUMN_EXISTS.contains(&code)) => {}
                 Err(error) => return Err(error),
             }
         }
