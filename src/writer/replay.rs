@@ -80,21 +80,7 @@ pub enum ReplayError {
 
 /// The reasons hookhouse writes to `rejected`, for checking `--reason`.
 pub fn known_reasons() -> Vec<&'static str> {
-    [
-        Reason::UnknownKey,
-        Reason::RevokedKey,
-        Reason::WrongToken,
-        Reason::UnknownPipeline,
-        Reason::PipelineDisabled,
-        Reason::KeyNotAllowed,
-        Reason::InsertFailed,
-        Reason::InvalidSignature,
-        Reason::EventFiltered,
-        Reason::DuplicateDelivery,
-    ]
-    .iter()
-    .map(|r| r.as_str())
-    .collect()
+    Reason::ALL.iter().map(|r| r.as_str()).collect()
 }
 
 pub async fn replay(
