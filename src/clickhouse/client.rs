@@ -206,6 +206,19 @@ impl Clickhouse {
         Ok(())
     }
 
+    /// Inserts rows in one synchronous insert.
+    pub(crate) async fn insert_all<T>(&self, table: &str, rows: &[T]) -> Result<(), ChError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        let mut insert = self.insert::<T>(table, None, QUERY_TIMEOUT).await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
     /// Runs a statement, time-boxed.
     pub async fn execute(&self, sql: &str) -> Result<(), ChError> {
         tokio::time::timeout(QUERY_TIMEOUT, self.client.query(sql).execute()).await??;

@@ -65,6 +65,38 @@ pub struct TokenRow {
     pub version: u64,
 }
 
+/// A version of a notification subscription (CONTRACT §9); the highest version is its state.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct SubscriptionRow {
+    pub subscription_id: String,
+    pub url: String,
+    /// The `whsec_…` secret, sealed (`crate::signing::SecretsKey::seal_for_subscription`).
+    pub secret: String,
+    /// Empty: every pipeline.
+    pub pipelines: Vec<u64>,
+    pub event_types: Vec<String>,
+    pub active: u8,
+    /// Why it was disabled (by an operator, a 410, or failures); empty while active.
+    pub disabled_reason: String,
+    pub deleted: u8,
+    pub created_at: u32,
+    pub version: u64,
+}
+
+/// One attempt to deliver a notification.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct AttemptRow {
+    pub subscription_id: String,
+    pub webhook_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub attempt: u32,
+    pub status_code: u16,
+    pub error: String,
+    pub duration_ms: u32,
+    pub attempted_at: u32,
+}
+
 /// A request found in `events` or `rejected` (`hookhouse request show`).
 #[derive(Debug, Row, Deserialize)]
 pub struct RequestOutcomeRow {

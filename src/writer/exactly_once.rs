@@ -74,9 +74,9 @@ pub trait LocalDisk {
     async fn set_aside(&self, row: &Landing<'_>, error: &str) -> io::Result<()>;
 }
 
-/// What one batch came to, for counting.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Landed {
+/// What one batch came to, for counting and for notifications.
+#[derive(Debug, Default, PartialEq)]
+pub struct Landed<'a> {
     /// Rows inserted into `events` now.
     pub events: usize,
     /// Rows inserted into `rejected` now, each with its reason.
@@ -85,6 +85,31 @@ pub struct Landed {
     pub already_present: usize,
     /// Rows kept in `undeliverable/`.
     pub set_aside: usize,
+    /// Every row ClickHouse now holds, in log order within each part: inserted now or found
+    /// there (`data.landed` and `request.rejected` are told from these, CONTRACT §9).
+    pub confirmed: Vec<Confirmed<'a>>,
+}
+
+/// A row of the batch that ClickHouse has confirmed holding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confirmed<'a> {
+    pub pipeline_id: u64,
+    pub request_id: &'a str,
+    pub accepted_at: f64,
+    /// `None`: in `events`. A row found already present is told with the reason it was sent
+    /// with (ClickHouse is asked which ids it holds, not in which table).
+    pub reason: Option<&'static str>,
+}
+
+impl<'a> Confirmed<'a> {
+    fn of(row: &Landing<'a>) -> Confirmed<'a> {
+        Confirmed {
+            pipeline_id: row.pipeline_id,
+            request_id: row.request_id,
+            accepted_at: row.accepted_at,
+            reason: row.reason,
+        }
+    }
 }
 
 /// A request that landed in `rejected`: what an operator needs to find it (never the token).
@@ -121,13 +146,13 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
     }
 
     /// Lands `rows`, the records `first_seq..=last_seq` of the log, exactly once.
-    pub async fn land(
+    pub async fn land<'a>(
         &mut self,
         first_seq: u64,
         last_seq: u64,
-        rows: Vec<Landing<'_>>,
+        rows: Vec<Landing<'a>>,
         retry: &mut Retry,
-    ) -> Result<Landed, Stopped> {
+    ) -> Result<Landed<'a>, Stopped> {
         let mut landed = Landed::default();
         let mut needs_check = first_seq <= self.check_through;
         if last_seq > self.attempted {
@@ -222,7 +247,7 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
     async fn missing<'a>(
         &mut self,
         part: Vec<Landing<'a>>,
-        landed: &mut Landed,
+        landed: &mut Landed<'a>,
         retry: &mut Retry,
     ) -> Result<Vec<Landing<'a>>, Stopped> {
         let mut backoff = Retry::backoff();
@@ -232,10 +257,10 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
             match beating(retry, self.destination.present(&part)).await {
                 Ok(present) => {
                     let before = part.len();
-                    let rest: Vec<Landing> = part
+                    let (found, rest): (Vec<Landing>, Vec<Landing>) = part
                         .into_iter()
-                        .filter(|r| !present.contains(r.request_id))
-                        .collect();
+                        .partition(|r| present.contains(r.request_id));
+                    landed.confirmed.extend(found.iter().map(Confirmed::of));
                     if rest.len() < before {
                         events::writer::duplicates_skipped(before - rest.len());
                         landed.already_present += before - rest.len();
@@ -288,8 +313,9 @@ async fn beating<T>(retry: &Retry, call: impl std::future::Future<Output = T>) -
     }
 }
 
-fn count(part: &[Landing<'_>], landed: &mut Landed) {
+fn count<'a>(part: &[Landing<'a>], landed: &mut Landed<'a>) {
     for row in part {
+        landed.confirmed.push(Confirmed::of(row));
         match row.reason {
             None => landed.events += 1,
             Some(reason) => landed.rejected.push(RejectedRequest {

@@ -16,6 +16,8 @@ use hookhouse::shutdown::{self, ShutdownTrigger};
 use hookhouse::{Application, Settings};
 use tempfile::TempDir;
 
+pub mod receiver;
+
 pub const KEY_SHAPE: &str = "d538b946-9d55-405a-9bd2-72d74b1cb8f5";
 
 /// Finds the server binary: `HOOKHOUSE_TEST_CLICKHOUSE` if set, else Debian's path, else PATH.
