@@ -655,3 +655,53 @@ async fn a_receiver_that_never_answers_keeps_memory_and_disk_flat_and_ingest_goi
     eprintln!("RSS samples (KiB): {samples:?}; outbox {outbox} bytes; {dropped}");
     gateway.kill9();
 }
+
+#[tokio::test]
+async fn two_gateways_on_one_clickhouse_each_tell_what_they_landed_and_nothing_twice() {
+    let ch = ClickhouseServer::start();
+    let creds = setup_pipeline(&ch, "fleet").await;
+    let env = Env::new(&ch);
+    let receiver = Receiver::start().await;
+    let (_, secret) = env.subscribe(&receiver, &["--event", "data.landed"]);
+    receiver
+        .control(json!({"secret": secret, "default": 200}))
+        .await;
+    let (a, b) = (
+        start_gateway(&ch, &env, 1.0).await,
+        start_gateway(&ch, &env, 1.0).await,
+    );
+    let client = reqwest::Client::new();
+    let mut sent_a = Vec::new();
+    let mut sent_b = Vec::new();
+    for _ in 0..3 {
+        sent_a.extend(send(&client, &a.url(&creds.query()), 15).await);
+        sent_b.extend(send(&client, &b.url(&creds.query()), 15).await);
+    }
+    let total = (sent_a.len() + sent_b.len()) as u64;
+    let received = wait_landed(&receiver, total, Duration::from_secs(30)).await;
+    let landed = of_type(&received, "data.landed");
+    let counted: u64 = landed
+        .iter()
+        .map(|r| {
+            r.json.as_ref().expect("json")["data"]["count"]
+                .as_u64()
+                .expect("count")
+        })
+        .sum();
+    assert_eq!(
+        counted, total,
+        "every row told once across both gateways: {landed:#?}"
+    );
+    for r in &landed {
+        let data = &r.json.as_ref().expect("json")["data"];
+        let first = data["first_request_id"].as_str().expect("first");
+        let last = data["last_request_id"].as_str().expect("last");
+        let from_a = sent_a.iter().any(|id| id == first);
+        let ours = if from_a { &sent_a } else { &sent_b };
+        assert!(
+            ours.iter().any(|id| id == first) && ours.iter().any(|id| id == last),
+            "a notification spans two gateways' rows: {data}"
+        );
+    }
+    drop((a, b));
+}
