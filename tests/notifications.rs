@@ -221,16 +221,19 @@ async fn landed_and_rejected_requests_are_told_signed_coalesced_and_recorded() {
     assert!(data.get("body").is_none() && !rejected[0].body.contains(&creds.key));
 
     // Every attempt is in ClickHouse.
-    let attempts = ch
-        .query(&format!(
-            "SELECT count(), countIf(status_code = 200), uniqExact(webhook_id) FROM hookhouse.notification_attempts WHERE subscription_id = '{id}'"
-        ))
-        .await;
+    let sql = format!(
+        "SELECT count(), countIf(status_code = 200), uniqExact(webhook_id) FROM hookhouse.notification_attempts WHERE subscription_id = '{id}'"
+    );
     let n = received.len();
-    assert_eq!(
-        attempts.trim(),
-        format!("{n}\t{n}\t{n}"),
-        "attempts recorded"
+    let want = format!("{n}\t{n}\t{n}");
+    let recorded = eventually(Duration::from_secs(10), || async {
+        ch.query(&sql).await.trim() == want
+    })
+    .await;
+    assert!(
+        recorded,
+        "attempts recorded: {} of {want}",
+        ch.query(&sql).await
     );
     // The secret never leaves `create`: not in the list, not in ClickHouse.
     let list = env.ok(&["subscription", "list"]);
@@ -274,12 +277,15 @@ async fn retries_keep_their_webhook_id_back_off_honour_retry_after_and_410_disab
         "delays grow: {gaps:?}"
     );
     // A new webhook-timestamp (and signature) on every attempt, checked by the library.
-    let attempts = ch
-        .query(&format!(
-            "SELECT attempt, status_code FROM hookhouse.notification_attempts WHERE webhook_id = '{webhook_id}' ORDER BY attempt"
-        ))
-        .await;
-    assert_eq!(attempts, "1\t500\n2\t503\n3\t502\n4\t200\n");
+    let sql = format!(
+        "SELECT attempt, status_code FROM hookhouse.notification_attempts WHERE webhook_id = '{webhook_id}' ORDER BY attempt"
+    );
+    let want = "1\t500\n2\t503\n3\t502\n4\t200\n";
+    let recorded = eventually(Duration::from_secs(10), || async {
+        ch.query(&sql).await == want
+    })
+    .await;
+    assert!(recorded, "attempts: {}", ch.query(&sql).await);
 
     // Retry-After is honoured even when the schedule is shorter.
     receiver.reset().await;
@@ -350,12 +356,14 @@ async fn twenty_failed_notifications_disable_and_enable_starts_the_count_again()
             .is_some_and(|r| r.contains("20 notifications")),
         "{reason}"
     );
-    let given_up = ch
-        .query(&format!(
-            "SELECT count() FROM hookhouse.notification_attempts WHERE subscription_id = '{id}' AND attempt = 6"
-        ))
-        .await;
-    let given_up: u64 = given_up.trim().parse().expect("count");
+    let sql = format!(
+        "SELECT count() FROM hookhouse.notification_attempts WHERE subscription_id = '{id}' AND attempt = 6"
+    );
+    eventually(Duration::from_secs(10), || async {
+        ch.count(&sql).await >= 20
+    })
+    .await;
+    let given_up = ch.count(&sql).await;
     assert!(
         (20..=20 + 4).contains(&given_up),
         "{given_up} notifications failed 6 times"

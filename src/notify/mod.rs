@@ -206,6 +206,37 @@ struct Attempted {
     answer: Answer,
 }
 
+/// What an attempt's answer means for its notification.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// A 2xx; it counts for the subscription's run of failures unless the subscription changed.
+    Delivered { counted: bool },
+    /// The subscription was disabled, enabled again or deleted since the attempt started: the
+    /// answer says nothing of its new version (an old failure must not disable it again after
+    /// `enable`), and what it held is dropped.
+    Stale,
+    /// Try again after the backoff.
+    Retry,
+    /// Given up: every attempt failed, or the receiver answered 410.
+    Failed { gone: bool },
+}
+
+fn verdict(answer: &Answer, attempt: u32, unchanged: bool) -> Verdict {
+    if answer.delivered() {
+        return Verdict::Delivered { counted: unchanged };
+    }
+    if !unchanged {
+        return Verdict::Stale;
+    }
+    if answer.gone() {
+        return Verdict::Failed { gone: true };
+    }
+    if attempt as usize > RETRY_SCHEDULE.len() {
+        return Verdict::Failed { gone: false };
+    }
+    Verdict::Retry
+}
+
 /// Opens the outbox in `data_dir/notify` and starts the notifier; the handle goes to the writer.
 pub fn start(
     ch: Clickhouse,
@@ -586,54 +617,65 @@ impl Notifier {
         }
         let now = now_ms();
         let version = done.version;
-        if done.answer.delivered() {
-            events::notify::delivered(
-                &pending.kind,
-                Duration::from_millis((now - pending.created_ms).max(0) as u64),
-            );
-            self.append_surely(vec![Entry::End {
-                id: done.id,
-                ok: true,
-                counted: true,
-                version,
-            }])
-            .await;
-            return;
-        }
+        let unchanged = self.subs.as_ref().is_some_and(|subs| {
+            subs.get(&done.sub)
+                .is_some_and(|s| s.live() && s.row.version == version)
+        }) && !self.to_disable.contains_key(&done.sub);
         let error = done.answer.error.clone().unwrap_or_default();
-        let last = done.answer.gone() || done.attempt as usize > RETRY_SCHEDULE.len();
-        if !last {
-            let delay = self.delay(done.attempt, done.answer.retry_after);
-            events::notify::attempt_failed(&done.sub, &done.id, done.attempt, &error, Some(delay));
-            let next_ms = now + delay.as_millis() as i64;
-            self.append_surely(vec![Entry::Tried {
-                id: done.id.clone(),
-                attempts: done.attempt,
-                next_ms,
-            }])
-            .await;
-            self.due.insert((next_ms, done.id));
-            return;
-        }
-        events::notify::attempt_failed(&done.sub, &done.id, done.attempt, &error, None);
-        events::notify::given_up(&done.sub, &done.id, &pending.kind);
-        self.append_surely(vec![Entry::End {
-            id: done.id,
-            ok: false,
-            counted: true,
+        let end = |ok, counted| Entry::End {
+            id: done.id.clone(),
+            ok,
+            counted,
             version,
-        }])
-        .await;
-        if done.answer.gone() {
-            self.disable(&done.sub, "gone", "the receiver answered 410 Gone".into())
+        };
+        match verdict(&done.answer, done.attempt, unchanged) {
+            Verdict::Delivered { counted } => {
+                events::notify::delivered(
+                    &pending.kind,
+                    Duration::from_millis((now - pending.created_ms).max(0) as u64),
+                );
+                self.append_surely(vec![end(true, counted)]).await;
+            }
+            Verdict::Stale => {
+                events::notify::dropped("subscription_off", 1);
+                self.append_surely(vec![end(false, false)]).await;
+            }
+            Verdict::Retry => {
+                let delay = self.delay(done.attempt, done.answer.retry_after);
+                events::notify::attempt_failed(
+                    &done.sub,
+                    &done.id,
+                    done.attempt,
+                    &error,
+                    Some(delay),
+                );
+                let next_ms = now + delay.as_millis() as i64;
+                self.append_surely(vec![Entry::Tried {
+                    id: done.id.clone(),
+                    attempts: done.attempt,
+                    next_ms,
+                }])
                 .await;
-        } else if self.lock().state().failures(&done.sub, version) >= FAILURES_TO_DISABLE {
-            self.disable(
-                &done.sub,
-                "failures",
-                format!("{FAILURES_TO_DISABLE} notifications in a row failed every attempt"),
-            )
-            .await;
+                self.due.insert((next_ms, done.id));
+            }
+            Verdict::Failed { gone } => {
+                events::notify::attempt_failed(&done.sub, &done.id, done.attempt, &error, None);
+                events::notify::given_up(&done.sub, &done.id, &pending.kind);
+                self.append_surely(vec![end(false, true)]).await;
+                if gone {
+                    self.disable(&done.sub, "gone", "the receiver answered 410 Gone".into())
+                        .await;
+                } else if self.lock().state().failures(&done.sub, version) >= FAILURES_TO_DISABLE {
+                    self.disable(
+                        &done.sub,
+                        "failures",
+                        format!(
+                            "{FAILURES_TO_DISABLE} notifications in a row failed every attempt"
+                        ),
+                    )
+                    .await;
+                }
+            }
         }
     }
 
@@ -825,6 +867,44 @@ mod tests {
             accepted_at: t,
             reason,
         }
+    }
+
+    fn answered(status: Option<u16>) -> Answer {
+        Answer {
+            status,
+            error: None,
+            retry_after: None,
+            body: String::new(),
+            took: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn five_retries_then_given_up_410_at_once_and_stale_answers_dropped() {
+        for attempt in 1..=5 {
+            assert_eq!(verdict(&answered(Some(500)), attempt, true), Verdict::Retry);
+            assert_eq!(verdict(&answered(None), attempt, true), Verdict::Retry);
+        }
+        assert_eq!(
+            verdict(&answered(Some(500)), 6, true),
+            Verdict::Failed { gone: false }
+        );
+        assert_eq!(
+            verdict(&answered(Some(410)), 1, true),
+            Verdict::Failed { gone: true }
+        );
+        assert_eq!(
+            verdict(&answered(Some(204)), 3, true),
+            Verdict::Delivered { counted: true }
+        );
+        // Started before a disable and an `enable`: neither a failure of the new version nor
+        // a 410 for it.
+        assert_eq!(verdict(&answered(Some(500)), 6, false), Verdict::Stale);
+        assert_eq!(verdict(&answered(Some(410)), 1, false), Verdict::Stale);
+        assert_eq!(
+            verdict(&answered(Some(200)), 1, false),
+            Verdict::Delivered { counted: false }
+        );
     }
 
     #[test]
