@@ -237,6 +237,11 @@ pub struct Outbox {
     state: State,
     /// Lines in the file.
     lines: u64,
+    /// The file's length after the last append that succeeded.
+    len: u64,
+    /// A failed append left bytes that could not be cut off: the next append writes the file
+    /// anew first, so a torn line never sits before good ones.
+    torn: bool,
 }
 
 impl Outbox {
@@ -276,6 +281,8 @@ impl Outbox {
             file: OpenOptions::new().create(true).append(true).open(&path)?,
             state,
             lines,
+            len: good as u64,
+            torn: false,
         };
         // Also cuts off a torn or damaged tail: the file becomes what was replayed.
         if good < content.len() || lines > 0 {
@@ -289,18 +296,29 @@ impl Outbox {
     }
 
     /// Appends `entries` and fsyncs them, then applies them to the state. On an error the state
-    /// is unchanged (a partly written line is cut off when the outbox is next opened).
+    /// is unchanged and what was written of them is cut off again (a line torn by a full disk
+    /// must not stand before the lines of the next append: replay stops at damage).
     pub fn append(&mut self, entries: &[Entry]) -> io::Result<()> {
         if entries.is_empty() {
             return Ok(());
+        }
+        if self.torn {
+            self.rewrite()?;
         }
         let mut bytes = Vec::new();
         for entry in entries {
             serde_json::to_writer(&mut bytes, entry)?;
             bytes.push(b'\n');
         }
-        self.file.write_all(&bytes)?;
-        self.file.sync_data()?;
+        let written = self
+            .file
+            .write_all(&bytes)
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = written {
+            self.torn = self.file.set_len(self.len).is_err();
+            return Err(error);
+        }
+        self.len += bytes.len() as u64;
         for entry in entries {
             self.state.apply(entry);
         }
@@ -316,13 +334,13 @@ impl Outbox {
     fn rewrite(&mut self) -> io::Result<()> {
         let entries = self.state.entries();
         let temp = self.dir.join(TEMP);
+        let mut bytes = Vec::new();
+        for entry in &entries {
+            serde_json::to_writer(&mut bytes, entry)?;
+            bytes.push(b'\n');
+        }
         {
             let mut file = File::create(&temp)?;
-            let mut bytes = Vec::new();
-            for entry in &entries {
-                serde_json::to_writer(&mut bytes, entry)?;
-                bytes.push(b'\n');
-            }
             file.write_all(&bytes)?;
             file.sync_all()?;
         }
@@ -331,6 +349,8 @@ impl Outbox {
         File::open(&self.dir)?.sync_all()?;
         self.file = OpenOptions::new().append(true).open(&path)?;
         self.lines = entries.len() as u64;
+        self.len = bytes.len() as u64;
+        self.torn = false;
         Ok(())
     }
 
@@ -442,6 +462,27 @@ mod tests {
         drop(reopened);
         // The rewrite on opening gives the same state again.
         assert_eq!(Outbox::open(dir.path()).expect("again").state(), &before);
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_torn_line_before_the_next() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut outbox = Outbox::open(dir.path()).expect("open");
+        outbox.append(&[due("m1", None)]).expect("append");
+        // A full disk: the write fails, and what it wrote cannot be cut off here.
+        outbox.file = OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        assert!(outbox.append(&[due("lost", None)]).is_err());
+        assert!(!outbox.state().pending.contains_key("lost"));
+        outbox.append(&[due("m2", None)]).expect("append after");
+        drop(outbox);
+        let reopened = Outbox::open(dir.path()).expect("reopen");
+        let mut ids: Vec<&String> = reopened.state().pending.keys().collect();
+        ids.sort();
+        assert_eq!(ids, ["m1", "m2"]);
+        assert!(!dir.path().join(DAMAGED).exists());
     }
 
     #[test]
