@@ -612,12 +612,16 @@ pub mod notify {
     }
 
     pub fn given_up(subscription_id: &str, webhook_id: &str, kind: &str) {
-        tracing::warn!(
-            subscription_id,
-            webhook_id,
-            kind,
-            "a notification failed every attempt; it is given up"
-        );
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow("given_up", Duration::from_secs(10)) {
+            tracing::warn!(
+                subscription_id,
+                webhook_id,
+                kind,
+                suppressed,
+                "a notification failed every attempt; it is given up"
+            );
+        }
         counter!("hookhouse_notifications_failed_total", "type" => kind.to_owned()).increment(1);
     }
 

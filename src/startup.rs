@@ -109,7 +109,8 @@ impl Application {
                 refresh: settings.credentials_refresh(),
             },
             shutdown.clone(),
-        )?;
+        )
+        .await?;
         tokio::spawn(refresh_credentials(
             credentials.clone(),
             ch.clone(),

@@ -205,6 +205,10 @@ async fn admin(
         row.disabled_reason = "the receiver answered 410 Gone".into();
     });
     step(recorder, "store.update_subscription", disable).await?;
+    // Written only while the subscription is still at the version judged: not again.
+    let stale = store::disable_subscription(ch, &created.subscription_id, created.version, "x");
+    let stale = step(recorder, "store.disable_subscription", stale).await?;
+    anyhow::ensure!(stale.is_none(), "disabled a subscription that changed");
     let found = store::subscription(ch, &created.subscription_id);
     let subscription = step(recorder, "store.subscription", found).await?;
     let subscriptions = store::list_subscriptions(ch);
@@ -571,7 +575,7 @@ fn unframe_lz4(mut body: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Answers that let the library go down every path: the one setting it asks about is known,
-/// and a pipeline or token it looks up exists. Everything else is zero rows.
+/// and a pipeline, token or subscription it looks up exists. Everything else is zero rows.
 fn canned(sql: &str) -> Vec<u8> {
     let mut out = Vec::new();
     if sql == sql::SERVER_FEATURES {
@@ -594,6 +598,19 @@ fn canned(sql: &str) -> Vec<u8> {
         put_string(&mut out, "canned");
         put_string(&mut out, &"0".repeat(64));
         out.push(0);
+        out.push(0);
+        out.extend(0u32.to_le_bytes());
+        out.extend(1u64.to_le_bytes());
+    } else if let Some(id) = after(sql, "FINAL WHERE subscription_id = '") {
+        // SubscriptionRow: subscription_id, url, secret, pipelines (empty), event_types
+        // (empty), active, disabled_reason, deleted, created_at, version.
+        put_string(&mut out, id.trim_end_matches('\''));
+        put_string(&mut out, "https://receiver.example/");
+        put_string(&mut out, "v1:canned");
+        out.push(0);
+        out.push(0);
+        out.push(1);
+        put_string(&mut out, "");
         out.push(0);
         out.extend(0u32.to_le_bytes());
         out.extend(1u64.to_le_bytes());

@@ -8,7 +8,7 @@ use super::signed::secrets_key;
 use super::{admin_client, read_client, scope, when, SubscriptionCommand};
 use crate::clickhouse::rows::SubscriptionRow;
 use crate::clickhouse::store;
-use crate::config::{redact_url, Settings};
+use crate::config::Settings;
 use crate::notify::{self, message};
 
 pub async fn run(
@@ -54,7 +54,7 @@ pub async fn run(
                         when(row.created_at),
                         scope(&row.pipelines),
                         row.event_types.join(","),
-                        redact_url(&row.url)
+                        message::shown_url(&row.url)
                     );
                     if row.active == 0 && !row.disabled_reason.is_empty() {
                         println!("    disabled: {}", row.disabled_reason);
@@ -224,7 +224,7 @@ fn state(row: &SubscriptionRow) -> &'static str {
 fn subscription_json(row: &SubscriptionRow) -> serde_json::Value {
     json!({
         "subscription_id": row.subscription_id,
-        "url": redact_url(&row.url),
+        "url": message::shown_url(&row.url),
         "pipelines": row.pipelines,
         "events": row.event_types,
         "active": row.active != 0,

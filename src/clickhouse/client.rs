@@ -200,10 +200,7 @@ impl Clickhouse {
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        let mut insert = self.insert::<T>(table, None, QUERY_TIMEOUT).await?;
-        insert.write(row).await?;
-        insert.end().await?;
-        Ok(())
+        self.insert_all(table, std::slice::from_ref(row)).await
     }
 
     /// Inserts rows in one synchronous insert.

@@ -397,6 +397,29 @@ pub async fn update_subscription(
     Ok(row)
 }
 
+/// Disables a subscription for `why`, unless it changed since `version` (an operator enabled,
+/// disabled or deleted it meanwhile: their word stands). `None` when nothing was written.
+pub async fn disable_subscription(
+    ch: &Clickhouse,
+    id: &str,
+    version: u64,
+    why: &str,
+) -> Result<Option<SubscriptionRow>, StoreError> {
+    let mut row = match subscription(ch, id).await {
+        Ok(row) => row,
+        Err(StoreError::NoSuchSubscription(_)) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    if row.version != version || row.active == 0 {
+        return Ok(None);
+    }
+    row.active = 0;
+    row.disabled_reason = why.to_owned();
+    row.version = next_version(row.version);
+    ch.insert_one(&ch.table("subscriptions"), &row).await?;
+    Ok(Some(row))
+}
+
 /// Keeps attempts to deliver notifications in `notification_attempts`.
 pub async fn insert_attempts(ch: &Clickhouse, rows: &[AttemptRow]) -> Result<(), StoreError> {
     Ok(ch

@@ -28,6 +28,18 @@ pub fn new_webhook_id() -> String {
     format!("msg_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The `webhook-id` of a notification about one request: the same however often the request is
+/// told (a crash between telling and the writer's checkpoint), so receivers deduplicate it.
+pub fn webhook_id_for(subscription_id: &str, request_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(subscription_id.as_bytes())
+        .chain_update([0])
+        .chain_update(request_id.as_bytes())
+        .finalize();
+    format!("msg_{}", &hex::encode(digest)[..32])
+}
+
 /// A new signing secret, `whsec_` + base64 of 32 random bytes, as Standard Webhooks libraries
 /// take it (they decode what follows `whsec_` into the HMAC key).
 pub fn new_secret() -> Secret {
@@ -77,6 +89,24 @@ pub fn check_url(text: &str) -> Result<url::Url, String> {
         return Err("--url has no host".into());
     }
     Ok(parsed)
+}
+
+/// A receiver's URL as hookhouse shows it after `create`: scheme, host and port only. Paths
+/// and queries often carry a credential (`hooks.slack.com/services/T…/B…/secret`).
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => {
+            let host = parsed.host_str().unwrap_or_default();
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if parsed.path() == "/" && parsed.query().is_none() {
+                "/"
+            } else {
+                "/…"
+            };
+            format!("{}://{host}{port}{rest}", parsed.scheme())
+        }
+        Err(_) => "<not a URL>".into(),
+    }
 }
 
 /// Whether a subscription with `types` wants `event`.
@@ -175,6 +205,10 @@ mod tests {
         assert!(!is_subscription_id("sub_x"));
         assert!(!is_subscription_id("sub_' OR 1=1 --0000000000000000000"));
         assert!(new_webhook_id().starts_with("msg_"));
+        let told = webhook_id_for("sub_a", "rydjemeilmsqkqvjtfkc");
+        assert_eq!(told, webhook_id_for("sub_a", "rydjemeilmsqkqvjtfkc"));
+        assert_ne!(told, webhook_id_for("sub_b", "rydjemeilmsqkqvjtfkc"));
+        assert_eq!(told.len(), new_webhook_id().len());
         let secret = new_secret();
         let text = std::str::from_utf8(secret.expose()).expect("text");
         assert!(text.starts_with("whsec_"), "shape");
@@ -195,6 +229,14 @@ mod tests {
             .unwrap_err()
             .contains("ftp://"));
         assert!(check_url("not a url").is_err());
+        assert_eq!(
+            shown_url("https://u:p@hooks.slack.com/services/T1/B2/secret?x=1"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            shown_url("http://127.0.0.1:9000/"),
+            "http://127.0.0.1:9000/"
+        );
         assert!(wants(&["*".into()], PING) && !wants(&[DATA_LANDED.into()], PING));
         assert!(covers(&[], 9) && covers(&[9], 9) && !covers(&[8], 9));
     }

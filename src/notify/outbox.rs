@@ -66,6 +66,9 @@ pub enum Entry {
     Failures { sub: String, version: u64, n: u32 },
     /// The subscription's open spans are dropped (it was disabled or deleted).
     Forget { sub: String },
+    /// Every log record up to `seq` has been told: the writer landing them again after a
+    /// crash does not announce them twice.
+    Told { seq: u64 },
 }
 
 /// A notification waiting to be sent, or being sent.
@@ -90,6 +93,8 @@ pub struct State {
     /// Consecutive failed notifications by subscription, and the version they were counted at
     /// (a new version, as `enable` writes, starts again from 0).
     pub failures: HashMap<String, (u64, u32)>,
+    /// The highest log sequence number told (see [`Entry::Told`]).
+    pub told_through: u64,
     /// How many of `pending` each subscription has.
     by_sub: HashMap<String, usize>,
 }
@@ -118,8 +123,7 @@ impl State {
                 if let Some(pipeline) = pipeline {
                     self.open.remove(&(sub.clone(), *pipeline));
                 }
-                *self.by_sub.entry(sub.clone()).or_default() += 1;
-                self.pending.insert(
+                let was = self.pending.insert(
                     id.clone(),
                     Pending {
                         id: id.clone(),
@@ -132,6 +136,9 @@ impl State {
                         due_ms: *created_ms,
                     },
                 );
+                if was.is_none() {
+                    *self.by_sub.entry(sub.clone()).or_default() += 1;
+                }
             }
             Entry::Tried {
                 id,
@@ -171,6 +178,7 @@ impl State {
                 self.failures.insert(sub.clone(), (*version, *n));
             }
             Entry::Forget { sub } => self.open.retain(|(open, _), _| open != sub),
+            Entry::Told { seq } => self.told_through = self.told_through.max(*seq),
         }
     }
 
@@ -215,6 +223,11 @@ impl State {
                 sub: sub.clone(),
                 pipeline: *pipeline,
                 span: span.clone(),
+            });
+        }
+        if self.told_through > 0 {
+            out.push(Entry::Told {
+                seq: self.told_through,
             });
         }
         for (sub, (version, n)) in &self.failures {
@@ -325,13 +338,20 @@ impl Outbox {
         self.lines += entries.len() as u64;
         let live = (self.state.open.len() + self.state.pending.len() * 2) as u64;
         if self.lines > COMPACT_AFTER + live && self.lines > 4 * live {
-            self.rewrite()?;
+            // The entries are durable: a failed compaction is not their failure. The next
+            // append writes the file anew first (`torn`).
+            if let Err(error) = self.rewrite() {
+                tracing::warn!(%error, "cannot compact the notification outbox; will retry");
+            }
         }
         Ok(())
     }
 
     /// Writes the state anew: temp file, fsync, rename, fsync of the folder.
     fn rewrite(&mut self) -> io::Result<()> {
+        // Until the new file is in place and open, nothing may be appended through the old
+        // handle (after the rename it would write into a file no longer there).
+        self.torn = true;
         let entries = self.state.entries();
         let temp = self.dir.join(TEMP);
         let mut bytes = Vec::new();
@@ -355,7 +375,8 @@ impl Outbox {
     }
 
     /// Bytes of the journal on disk.
-    pub fn bytes_on_disk(&self) -> u64 {
+    #[cfg(test)]
+    fn bytes_on_disk(&self) -> u64 {
         fs::metadata(self.dir.join(FILE)).map_or(0, |m| m.len())
     }
 }

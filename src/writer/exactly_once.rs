@@ -85,14 +85,16 @@ pub struct Landed<'a> {
     pub already_present: usize,
     /// Rows kept in `undeliverable/`.
     pub set_aside: usize,
-    /// Every row ClickHouse now holds, in log order within each part: inserted now or found
-    /// there (`data.landed` and `request.rejected` are told from these, CONTRACT §9).
+    /// Every row ClickHouse now holds, inserted now or found there, in no particular order
+    /// (`data.landed` and `request.rejected` are told from these by log sequence, CONTRACT §9).
     pub confirmed: Vec<Confirmed<'a>>,
 }
 
 /// A row of the batch that ClickHouse has confirmed holding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Confirmed<'a> {
+    /// The record's sequence number in the log.
+    pub seq: u64,
     pub pipeline_id: u64,
     pub request_id: &'a str,
     pub accepted_at: f64,
@@ -104,6 +106,7 @@ pub struct Confirmed<'a> {
 impl<'a> Confirmed<'a> {
     fn of(row: &Landing<'a>) -> Confirmed<'a> {
         Confirmed {
+            seq: row.seq,
             pipeline_id: row.pipeline_id,
             request_id: row.request_id,
             accepted_at: row.accepted_at,
