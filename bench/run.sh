@@ -378,12 +378,14 @@ phase_signed() {
     BENCH_SECONDS=$saved
     # The check must have passed: a 401 is not a signed request accepted.
     [[ $(grep -c 'Non-2xx' "$WORK/wrk-signed-warmup.txt") == 0 ]] || fail "the signed pipeline refused its requests; see $WORK/wrk-signed-warmup.txt"
+    rss_reset
     for ((round = 1; round <= BENCH_ROUNDS; round++)); do
         wait_landed
         BENCH_GITHUB=1 run_wrk unsigned "$round" "$GW_URL$QUERY_LOAD"
         wait_landed
         BENCH_GITHUB=1 BENCH_SIGNATURE="$signature" run_wrk signed "$round" "$GW_URL$QUERY_SIGNED"
     done
+    rss_record signed
     wait_landed
     # Every signed request landed in `events` (none rejected: the writer checked them again).
     local rejected
