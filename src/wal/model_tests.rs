@@ -370,6 +370,12 @@ impl Harness {
 
     /// Appends with `fault` on, then checks that the log says it is failing.
     fn append_failing(&mut self, records: Vec<NewRecord>, fault: Fault) {
+        if matches!(fault, Fault::Fsync) && self.fsync == FsyncMode::Interval {
+            // Let the timer sync what earlier steps wrote first: otherwise its failing fsync
+            // may be of the segment before this step's records, which then go to a new, sound
+            // segment, and the first append after the failure rightly stays there.
+            std::thread::sleep(super::log::SYNC_INTERVAL * 3);
+        }
         let injected = match fault {
             Fault::Write { partial } => {
                 // Bytes of the group written before the error; at least one is not written.
