@@ -35,6 +35,9 @@ pub struct Settings {
     /// A PEM file of CA certificates trusted for `https://` besides the system's roots.
     pub clickhouse_ca_file: Option<PathBuf>,
     pub clickhouse_database: String,
+    /// A cluster of the server's `remote_servers` (CONTRACT §10): tables are made `ON CLUSTER`
+    /// with replicated engines. Unset: one server.
+    pub clickhouse_cluster: Option<String>,
     pub data_dir: PathBuf,
     /// 32 random bytes, base64: the key that seals pipelines' signing secrets (CONTRACT §8).
     pub secrets_key_file: Option<PathBuf>,
@@ -87,6 +90,7 @@ impl Default for Settings {
             clickhouse_password: String::new(),
             clickhouse_ca_file: None,
             clickhouse_database: "hookhouse".into(),
+            clickhouse_cluster: None,
             data_dir: PathBuf::from("./data"),
             secrets_key_file: None,
             max_body_bytes: 10 * 1024 * 1024,
@@ -151,6 +155,7 @@ pub const FIELDS: &[Field] = &[
     Field { name: "clickhouse_password", expects: "a password", help: "ClickHouse password" },
     Field { name: "clickhouse_ca_file", expects: "a PEM file", help: "a CA added to the system's roots for https://" },
     Field { name: "clickhouse_database", expects: "letters, digits and underscores", help: "database of hookhouse's tables" },
+    Field { name: "clickhouse_cluster", expects: "a cluster name of letters, digits and underscores", help: "a cluster of the servers' remote_servers: tables made ON CLUSTER, replicated (unset: one server)" },
     Field { name: "data_dir", expects: "a folder", help: "the write-ahead log and its checkpoint" },
     Field { name: "secrets_key_file", expects: "a file holding 32 random bytes in base64 (openssl rand -base64 32)", help: "the key that seals pipelines' signing secrets" },
     Field { name: "max_body_bytes", expects: SIZE, help: "larger bodies get 413" },
@@ -193,6 +198,7 @@ const TEXT_FIELDS: &[&str] = &[
     "clickhouse_password",
     "clickhouse_ca_file",
     "clickhouse_database",
+    "clickhouse_cluster",
     "data_dir",
     "secrets_key_file",
     "tls_cert_file",
@@ -300,20 +306,18 @@ impl Settings {
             crate::signing::SecretsKey::load(path)
                 .map_err(|error| ConfigError::new("secrets_key_file", error.to_string()))?;
         }
-        let db = &self.clickhouse_database;
-        let plain_identifier = db
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && db.len() <= 64;
-        if !plain_identifier {
-            return Err(ConfigError::new(
-                "clickhouse_database",
-                format!(
-                    "{db:?} must be letters, digits and underscores, not starting with a digit"
-                ),
-            ));
+        for (name, value) in [
+            ("clickhouse_database", Some(&self.clickhouse_database)),
+            ("clickhouse_cluster", self.clickhouse_cluster.as_ref()),
+        ] {
+            if let Some(value) = value.filter(|v| !plain_identifier(v)) {
+                return Err(ConfigError::new(
+                    name,
+                    format!(
+                        "{value:?} must be letters, digits and underscores, not starting with a digit"
+                    ),
+                ));
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("data_dir", "must not be empty"));
@@ -505,6 +509,15 @@ impl Settings {
     pub fn credentials_refresh(&self) -> Duration {
         Duration::from_millis(self.credentials_refresh_ms)
     }
+}
+
+/// Letters, digits and underscores, not starting with a digit, at most 64: safe in SQL as is.
+fn plain_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 64
 }
 
 /// A figment error as one line in plain words: the setting, what it expects, what it got.
@@ -759,6 +772,7 @@ impl fmt::Debug for Settings {
             clickhouse_password,
             clickhouse_ca_file,
             clickhouse_database,
+            clickhouse_cluster,
             data_dir,
             secrets_key_file,
             max_body_bytes,
@@ -788,6 +802,7 @@ impl fmt::Debug for Settings {
             .field("clickhouse_password", &Redacted(clickhouse_password))
             .field("clickhouse_ca_file", clickhouse_ca_file)
             .field("clickhouse_database", clickhouse_database)
+            .field("clickhouse_cluster", clickhouse_cluster)
             .field("data_dir", data_dir)
             .field("secrets_key_file", secrets_key_file)
             .field("max_body_bytes", max_body_bytes)

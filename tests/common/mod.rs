@@ -16,6 +16,8 @@ use hookhouse::shutdown::{self, ShutdownTrigger};
 use hookhouse::{Application, Settings};
 use tempfile::TempDir;
 
+pub mod cluster;
+
 pub const KEY_SHAPE: &str = "d538b946-9d55-405a-9bd2-72d74b1cb8f5";
 
 /// Finds the server binary: `HOOKHOUSE_TEST_CLICKHOUSE` if set, else Debian's path, else PATH.
@@ -65,6 +67,8 @@ pub struct ClickhouseServer {
     certificate: Certificate,
     /// A user `hook` with this password, besides the password-less `default`.
     hook_password: Option<String>,
+    /// More top-level elements for config.xml (a cluster node's, see [`cluster`]).
+    extra_config: String,
 }
 
 /// How a test server's HTTPS certificate (for 127.0.0.1 and localhost) is made.
@@ -110,11 +114,24 @@ impl ClickhouseServer {
         extra_profiles: &str,
         extra_users: &str,
     ) -> ClickhouseServer {
+        let mut server = Self::unstarted(tls, hook_password, extra_profiles, extra_users);
+        server.write_config();
+        server.launch();
+        server
+    }
+
+    /// A server with its folder, ports and certificates, not configured or started yet.
+    fn unstarted(
+        tls: Option<Certificate>,
+        hook_password: Option<String>,
+        extra_profiles: &str,
+        extra_users: &str,
+    ) -> ClickhouseServer {
         let dir = tempfile::Builder::new()
             .prefix("hookhouse-ch-")
             .tempdir()
             .expect("temp dir");
-        let mut server = ClickhouseServer {
+        let server = ClickhouseServer {
             dir,
             child: None,
             http_port: free_port(),
@@ -124,12 +141,11 @@ impl ClickhouseServer {
             https_port: tls.map(|_| free_port()),
             certificate: tls.unwrap_or(Certificate::SelfSigned),
             hook_password,
+            extra_config: String::new(),
         };
         if tls.is_some() {
             server.write_certificates();
         }
-        server.write_config();
-        server.launch();
         server
     }
 
@@ -205,10 +221,12 @@ impl ClickhouseServer {
   <default_database>default</default_database>
   <timezone>UTC</timezone>
   <mark_cache_size>268435456</mark_cache_size>
+  {extra}
 </yandex>
 "#,
             http = self.http_port,
-            tcp = self.tcp_port
+            tcp = self.tcp_port,
+            extra = self.extra_config,
         );
         let users = format!(
             r#"<yandex>
@@ -225,6 +243,12 @@ impl ClickhouseServer {
     }
 
     fn launch(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting for it to answer (see [`ClickhouseServer::wait_ready`]).
+    fn spawn(&mut self) {
         let mut command = Command::new(clickhouse_binary());
         command
             .arg(format!(
@@ -243,6 +267,10 @@ impl ClickhouseServer {
             )
         });
         self.child = Some(child);
+    }
+
+    /// Waits up to 60 s for the started process to answer.
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let https_up = self
