@@ -386,10 +386,33 @@ impl Settings {
     /// a non-empty `clickhouse_password`, stops start-up unless both say the same, rather than
     /// one silently winning over the other. A user from one place and a password from the other
     /// is fine.
+    ///
+    /// The setting may list several nodes separated by commas, each such a URL, tried in turn
+    /// (CONTRACT §10); each is checked here, and the first of the list is returned.
     pub fn clickhouse_endpoint(&self) -> Result<ClickhouseEndpoint, ConfigError> {
+        let mut endpoints = self.clickhouse_endpoints()?;
+        Ok(endpoints.remove(0))
+    }
+
+    /// Every node of `clickhouse_url`, in the order given (see [`Settings::clickhouse_endpoint`]).
+    pub fn clickhouse_endpoints(&self) -> Result<Vec<ClickhouseEndpoint>, ConfigError> {
+        let urls = split_urls(&self.clickhouse_url);
+        if urls.iter().any(|u| u.trim().is_empty()) {
+            return Err(ConfigError::new(
+                "clickhouse_url",
+                format!(
+                    "{:?} has an empty URL in its list: separate nodes by single commas",
+                    redact_url(&self.clickhouse_url)
+                ),
+            ));
+        }
+        urls.iter().map(|url| self.endpoint(url.trim())).collect()
+    }
+
+    fn endpoint(&self, raw: &str) -> Result<ClickhouseEndpoint, ConfigError> {
         let bad_url = |message: String| ConfigError::new("clickhouse_url", message);
-        let shown = redact_url(&self.clickhouse_url);
-        let mut url = url::Url::parse(&self.clickhouse_url)
+        let shown = redact_url(raw);
+        let mut url = url::Url::parse(raw)
             .map_err(|error| bad_url(format!("{shown:?} is not a URL: {error}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad_url(format!(
@@ -733,6 +756,36 @@ impl fmt::Debug for ClickhouseEndpoint {
 /// `raw` with its credentials hidden, whether it parses as a URL or not: `user:password@`
 /// becomes `***@` and a query becomes `?***` (ClickHouse reads `?password=` too).
 pub fn redact_url(raw: &str) -> String {
+    split_urls(raw)
+        .into_iter()
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `raw` cut into the URLs of a comma-separated list. A comma starts a new URL only where a
+/// scheme (`letters://`) follows it, so a comma inside a password does not cut it in two
+/// (which would show part of it when the list is printed redacted).
+fn split_urls(raw: &str) -> Vec<&str> {
+    let mut urls = Vec::new();
+    let mut start = 0;
+    for (i, _) in raw.match_indices(',') {
+        let next = raw[i + 1..].trim_start();
+        let scheme_len = next
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(next.len());
+        let starts_url = next[scheme_len..].starts_with("://") && scheme_len > 0;
+        let empty = next.is_empty() || next.starts_with(',');
+        if starts_url || empty {
+            urls.push(&raw[start..i]);
+            start = i + 1;
+        }
+    }
+    urls.push(&raw[start..]);
+    urls
+}
+
+fn redact_one_url(raw: &str) -> String {
     let start = raw.find("://").map_or(0, |i| i + 3);
     let (scheme, rest) = raw.split_at(start);
     // A password may hold an unencoded '/', '?' or '#', so the last '@' ends the credentials
@@ -1080,6 +1133,54 @@ mod tests {
         let shown = format!("{s:?} {s:#?} {:?}", s.clickhouse_endpoint().unwrap());
         assert!(!shown.contains("SECRETPW"), "{shown}");
         assert!(shown.contains("https://***@ch.example:8443"), "{shown}");
+    }
+
+    #[test]
+    fn several_clickhouse_nodes_are_each_checked_and_kept_in_order() {
+        let s = load(
+            "",
+            &[(
+                "HOOKHOUSE_CLICKHOUSE_URL",
+                "http://ch1:8123, https://u:p,w@ch2:8443/",
+            )],
+        )
+        .expect("two nodes");
+        let endpoints = s.clickhouse_endpoints().expect("valid");
+        let urls: Vec<&str> = endpoints.iter().map(|e| e.url.as_str()).collect();
+        assert_eq!(urls, ["http://ch1:8123", "https://ch2:8443"]);
+        assert_eq!(endpoints[1].user, "u");
+        assert_eq!(endpoints[1].password, "p,w");
+        assert_eq!(
+            redact_url(&s.clickhouse_url),
+            "http://ch1:8123, https://***@ch2:8443/"
+        );
+        for (url, says) in [
+            (
+                "http://ch1:8123,ftp://ch2",
+                "\"ftp://ch2\" is not an http:// or https:// URL",
+            ),
+            (
+                "http://ch1:8123,,http://ch2",
+                "has an empty URL in its list",
+            ),
+            ("http://ch1:8123,", "has an empty URL in its list"),
+            ("http://ch1:8123,http://u:SECRET@", "\"http://***@\" "),
+        ] {
+            let error = error_of(load("", &[("HOOKHOUSE_CLICKHOUSE_URL", url)]));
+            assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_URL");
+            assert!(error.message.contains(says), "{url}: {error}");
+            assert!(!error.to_string().contains("SECRET"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_cluster_is_a_plain_identifier() {
+        let s = load("", &[("HOOKHOUSE_CLICKHOUSE_CLUSTER", "prod_1")]).expect("valid");
+        assert_eq!(s.clickhouse_cluster.as_deref(), Some("prod_1"));
+        for bad in ["", "1st", "a-b", "a b", "x`; DROP"] {
+            let error = error_of(load("", &[("HOOKHOUSE_CLICKHOUSE_CLUSTER", bad)]));
+            assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_CLUSTER", "{bad}");
+        }
     }
 
     #[test]

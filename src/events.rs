@@ -23,6 +23,10 @@ pub fn describe() {
             "Request body bytes read (decoded, for a body with a Content-Encoding).",
         ),
         (
+            "hookhouse_clickhouse_failovers_total",
+            "Times a connection to a ClickHouse node failed and the next node of HOOKHOUSE_CLICKHOUSE_URL was taken.",
+        ),
+        (
             "hookhouse_rate_limited_total",
             "Requests refused with 429 for their key's rate.",
         ),
@@ -227,6 +231,13 @@ pub mod clickhouse {
                 "ClickHouse is back after {down_secs}s; delivering the {waiting_records} records that waited in the log"
             );
         }
+    }
+
+    /// A connection to the ClickHouse node `from` failed; requests go to `to` from now on
+    /// (`HOOKHOUSE_CLICKHOUSE_URL` lists several nodes).
+    pub fn failed_over(from: &str, to: &str, error: &dyn std::fmt::Display) {
+        counter!("hookhouse_clickhouse_failovers_total").increment(1);
+        tracing::warn!(%from, %to, %error, "ClickHouse node unreachable: failing over to the next one");
     }
 
     /// What waited in the log through an outage is in ClickHouse now: `records` delivered since

@@ -50,3 +50,84 @@ async fn the_local_cluster_replicates_and_a_stopped_replica_catches_up() {
         "the restarted replica did not catch up"
     );
 }
+
+/// Runs `hookhouse ARGS` against node `index` of `cluster`; panics unless it exits 0.
+fn cli(cluster: &LocalCluster, index: usize, args: &[&str]) -> String {
+    let env = cluster.env(index);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (code, out, err) = common::hookhouse_cli(args, &env);
+    assert_eq!(
+        code,
+        0,
+        "hookhouse {args:?} failed:\n{out}\n{err}\n{}",
+        cluster.error_logs()
+    );
+    out
+}
+
+/// `migrate` on a cluster of one shard and two replicas: every table on both nodes, replicated;
+/// a second `migrate` changes nothing; pipelines and tokens made through one node are seen
+/// through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_makes_replicated_tables_on_every_node_once() {
+    let cluster = LocalCluster::start(1, 2);
+    let first = cli(&cluster, 0, &["migrate", "--json"]);
+    assert!(first.contains("\"applied\":[1,2]"), "{first}");
+    let again = cli(&cluster, 1, &["migrate", "--json"]);
+    assert!(again.contains("\"applied\":[]"), "{again}");
+
+    let engines =
+        "SELECT name, engine FROM system.tables WHERE database = 'hookhouse' ORDER BY name";
+    let on_a = cluster.node(0).query(engines).await;
+    assert_eq!(
+        on_a,
+        "events\tReplicatedMergeTree\npipelines\tReplicatedReplacingMergeTree\n\
+         rejected\tReplicatedMergeTree\nschema_migrations\tReplicatedMergeTree\n\
+         tokens\tReplicatedReplacingMergeTree\n"
+    );
+    assert_eq!(cluster.node(1).query(engines).await, on_a);
+    let versions = "SELECT version, count() FROM hookhouse.schema_migrations GROUP BY version ORDER BY version";
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            cluster.node(1).query(versions).await == "1\t1\n2\t1\n"
+        })
+        .await,
+        "schema_migrations: {}",
+        cluster.node(1).query(versions).await
+    );
+
+    let created = cli(
+        &cluster,
+        0,
+        &["pipeline", "create", "--name", "crm", "--json"],
+    );
+    assert!(created.contains("\"pipeline_id\":1"), "{created}");
+    let token = cli(
+        &cluster,
+        1,
+        &[
+            "token",
+            "create",
+            "--name",
+            "crm",
+            "--pipeline",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(token.contains("\"token\":"), "{token}");
+    let listed = cli(&cluster, 1, &["pipeline", "list", "--json"]);
+    assert!(listed.contains("\"name\":\"crm\""), "{listed}");
+    let tokens = cli(&cluster, 0, &["token", "list", "--json"]);
+    assert!(tokens.contains("\"name\":\"crm\""), "{tokens}");
+    for node in 0..2 {
+        let views = cluster
+            .node(node)
+            .query("SELECT engine FROM system.tables WHERE database = 'hookhouse' AND name = 'pipeline_1'")
+            .await;
+        assert_eq!(views, "View\n", "node {node}");
+    }
+    let columns =
+        "SELECT count() FROM system.columns WHERE database = 'hookhouse' AND table = 'events'";
+    assert_eq!(cluster.node(1).count(columns).await, 9);
+}

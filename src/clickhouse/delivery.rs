@@ -42,11 +42,10 @@ impl Delivery {
     /// others into `rejected`, each acknowledged within `timeout`. A failure may leave the first
     /// landed and not the second.
     pub async fn insert(&self, rows: &[Landing<'_>], timeout: Duration) -> Result<(), ChError> {
+        let node = self.ch.node();
         let result = self.insert_both(rows, timeout).await;
         if let Err(error) = &result {
-            if matches!(error.0, clickhouse::error::Error::Network(_)) {
-                self.ch.forget_features();
-            }
+            self.ch.failed(node, error);
         }
         result
     }

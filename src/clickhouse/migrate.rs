@@ -8,6 +8,9 @@
 //! `ADD COLUMN IF NOT EXISTS`), so a column that already exists counts as added.
 
 use super::client::{ChError, Clickhouse};
+use super::cluster::ClusterSchema;
+use super::rows::ColumnRow;
+use super::sql;
 use crate::events;
 
 /// (version, name, SQL), in order.
@@ -53,19 +56,32 @@ pub async fn schema_applied(ch: &Clickhouse) -> Result<bool, ChError> {
 }
 
 /// Creates the database if needed and applies every migration not yet recorded. Returns the
-/// versions applied now.
+/// versions applied now. With `HOOKHOUSE_CLICKHOUSE_CLUSTER`, on every node of the cluster, with
+/// replicated engines (see [`super::cluster`]).
 pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
-    ch.execute(&format!(
-        "CREATE DATABASE IF NOT EXISTS `{}`",
-        ch.database()
-    ))
-    .await?;
+    let cluster = match ch.cluster() {
+        Some(name) => Some(cluster_schema(ch, name).await?),
+        None => None,
+    };
+    let db = ch.database();
     let tracking = ch.table("schema_migrations");
-    ch.execute(&format!(
-        "CREATE TABLE IF NOT EXISTS {tracking} (version UInt32, name String, applied_at DateTime) \
-         ENGINE = MergeTree ORDER BY version"
-    ))
-    .await?;
+    let setup = match &cluster {
+        Some(schema) => [schema.create_database(), schema.create_tracking()],
+        None => [
+            format!("CREATE DATABASE IF NOT EXISTS `{db}`"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {tracking} (version UInt32, name String, applied_at \
+                 DateTime) ENGINE = MergeTree ORDER BY version"
+            ),
+        ],
+    };
+    // On a cluster, DDL goes through ZooKeeper and waits for every node: sent only when needed,
+    // so that a gateway starting while a node is down is not held up.
+    if cluster.is_none() || !tracking_exists(ch).await? {
+        for statement in &setup {
+            ch.execute(statement).await?;
+        }
+    }
     let done: Vec<u32> = ch
         .fetch_all::<Applied>(&format!("SELECT DISTINCT version FROM {tracking}"))
         .await?
@@ -77,27 +93,102 @@ pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
         if done.contains(version) {
             continue;
         }
-        for statement in statements(sql, ch.database()) {
-            match ch.execute(&statement).await {
-                Ok(()) => {}
-                Err(error) if adds_column(&statement) && error.code() == Some(COLUMN_EXISTS) => {}
-                Err(error) => return Err(error),
+        for statement in statements(sql, db) {
+            let rewritten = match &cluster {
+                Some(schema) => schema.rewrite(&statement),
+                None => vec![statement],
+            };
+            for statement in rewritten {
+                match ch.execute(&statement).await {
+                    Ok(()) => {}
+                    Err(error)
+                        if adds_column(&statement) && error.code() == Some(COLUMN_EXISTS) => {}
+                    Err(error) => return Err(error),
+                }
             }
         }
-        let applied_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs() as u32;
+        applied.push((*version, *name));
+    }
+    if let Some(schema) = cluster.as_ref().filter(|s| s.sharded) {
+        refresh_distributed(ch, schema, !applied.is_empty()).await?;
+    }
+    // Recorded last: a migration cut off half-way, or before its `Distributed` tables were made
+    // again, is run again whole (every statement may run twice).
+    let applied_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as u32;
+    for (version, name) in &applied {
         let row = Migration {
             version: *version,
             name: name.to_string(),
             applied_at,
         };
         ch.insert_one(&tracking, &row).await?;
-        applied.push(*version);
     }
+    let applied: Vec<u32> = applied.into_iter().map(|(version, _)| version).collect();
     events::writer::migrations_applied(&applied);
     Ok(applied)
+}
+
+/// How the schema is laid out on the cluster `name`: sharded when it has several shards.
+async fn cluster_schema(ch: &Clickhouse, name: &str) -> Result<ClusterSchema, ChError> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Shards {
+        shards: u64,
+    }
+    let rows: Vec<Shards> = ch.fetch_all(&sql::cluster_shards(name)).await?;
+    let shards = rows.first().map_or(0, |r| r.shards);
+    if shards == 0 {
+        return Err(ChError(clickhouse::error::Error::Custom(format!(
+            "the server knows no cluster {name:?} (HOOKHOUSE_CLICKHOUSE_CLUSTER): it must be \
+             one of its <remote_servers>, see system.clusters"
+        ))));
+    }
+    Ok(ClusterSchema {
+        cluster: name.to_string(),
+        db: ch.database().to_string(),
+        sharded: shards > 1,
+    })
+}
+
+async fn tracking_exists(ch: &Clickhouse) -> Result<bool, ChError> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Count {
+        n: u64,
+    }
+    let sql = format!(
+        "SELECT count() AS n FROM system.tables WHERE database = '{}' \
+         AND name = 'schema_migrations'",
+        ch.database()
+    );
+    let rows: Vec<Count> = ch.fetch_all(&sql).await?;
+    Ok(rows.first().is_some_and(|c| c.n == 1))
+}
+
+/// Makes the `Distributed` tables again, on every node, when migrations were applied now or when
+/// this node's do not have the columns the migrations give them (a run cut off before this).
+async fn refresh_distributed(
+    ch: &Clickhouse,
+    schema: &ClusterSchema,
+    migrated: bool,
+) -> Result<(), ChError> {
+    let all: Vec<String> = MIGRATIONS
+        .iter()
+        .flat_map(|(_, _, sql)| statements(sql, ch.database()))
+        .collect();
+    let columns = super::cluster::columns_after(all.iter().map(String::as_str));
+    let have: Vec<ColumnRow> = ch.fetch_all(&sql::data_columns(ch.database())).await?;
+    for table in super::cluster::DATA_TABLES {
+        let want = columns.get(*table).map(Vec::as_slice).unwrap_or_default();
+        let present = have.iter().filter(|c| c.table == *table).count();
+        if migrated || present != want.len() {
+            for statement in schema.distributed(table, want) {
+                ch.execute(&statement).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn adds_column(statement: &str) -> bool {
@@ -136,6 +227,26 @@ mod tests {
                 );
                 assert!(!s.contains("{db}") && !s.ends_with(';'));
                 assert!(!s.contains('\n') || s.starts_with("CREATE"), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_statement_has_a_cluster_form() {
+        for sharded in [false, true] {
+            let schema = ClusterSchema {
+                cluster: "c".into(),
+                db: "hh".into(),
+                sharded,
+            };
+            for (_, _, sql) in MIGRATIONS {
+                for s in statements(sql, "hh") {
+                    for rewritten in schema.rewrite(&s) {
+                        assert!(rewritten.contains(" ON CLUSTER `c` "), "{rewritten}");
+                        assert!(!rewritten.contains("= MergeTree"), "{rewritten}");
+                        assert!(!rewritten.contains("= ReplacingMergeTree"), "{rewritten}");
+                    }
+                }
             }
         }
     }

@@ -2,13 +2,13 @@
 //! standalone from its jar) and `shards × replicas` clickhouse-server processes, each with its own
 //! temporary folder and free loopback ports, all named in every node's `<remote_servers>` as the
 //! cluster [`CLUSTER`], with `<macros>` (`shard`, `replica`), `<zookeeper>` and
-//! `<distributed_ddl>`. Everything starts in parallel, every process is ended by its own pid
+//! `<distributed_ddl>`. ZooKeeper starts first, then every node in parallel; every process is ended by its own pid
 //! (and dies with the test process should that be killed), and the folders are removed after.
 //! `scripts/install-zookeeper.sh` installs ZooKeeper; `scripts/run-local.sh --cluster` starts the
 //! same for a person.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ impl ZooKeeper {
         let config = format!(
             "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
              clientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
-             4lw.commands.whitelist=ruok\nmaxClientCnxns=0\n",
+             4lw.commands.whitelist=srvr\nmaxClientCnxns=0\n",
             zookeeper.dir.path().join("data").display(),
             zookeeper.port
         );
@@ -114,10 +114,12 @@ impl ZooKeeper {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        // `ruok` says imok as soon as the port is open; `srvr` tells a server that serves
+        // (with its mode) from one still loading, which closes every session it is asked for.
         let mut answer = String::new();
-        stream.write_all(b"ruok").is_ok()
+        stream.write_all(b"srvr").is_ok()
             && stream.read_to_string(&mut answer).is_ok()
-            && answer == "imok"
+            && answer.contains("Mode: standalone")
     }
 
     pub fn log(&self) -> String {
@@ -184,9 +186,13 @@ impl LocalCluster {
                 replica = node.replica,
             );
             node.server.write_config();
+        }
+        // ClickHouse 18.16 connects to ZooKeeper once, at start: a node started before
+        // ZooKeeper answers has none, and crashes on its first DDL.
+        zookeeper.wait_ready();
+        for node in &mut nodes {
             node.server.spawn();
         }
-        zookeeper.wait_ready();
         for node in &mut nodes {
             node.server.wait_ready();
         }
@@ -239,12 +245,26 @@ impl LocalCluster {
         ]
     }
 
-    /// Where each node keeps its files, for a failing test's message.
-    pub fn folders(&self) -> Vec<PathBuf> {
-        self.nodes
-            .iter()
-            .map(|n| n.server.dir.path().to_path_buf())
-            .collect()
+    /// The last lines of every node's error log, for a failing test's message.
+    pub fn error_logs(&self) -> String {
+        let mut text = String::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            let log = std::fs::read_to_string(node.server.dir.path().join("error.log"))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains("<Error>")).collect();
+            let tail = &lines[lines.len().saturating_sub(5)..];
+            if std::env::var_os("HOOKHOUSE_TEST_KEEP_LOGS").is_some() {
+                let _ = std::fs::copy(
+                    node.server.dir.path().join("server.log"),
+                    std::env::temp_dir().join(format!("hookhouse-node{index}.log")),
+                );
+            }
+            text.push_str(&format!(
+                "--- node {index} error.log:\n{}\n",
+                tail.join("\n")
+            ));
+        }
+        text
     }
 }
 
