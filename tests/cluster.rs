@@ -131,3 +131,78 @@ async fn migrate_makes_replicated_tables_on_every_node_once() {
         "SELECT count() FROM system.columns WHERE database = 'hookhouse' AND table = 'events'";
     assert_eq!(cluster.node(1).count(columns).await, 9);
 }
+
+/// Creates pipeline `name` and a token for it through node `index`; returns the ingest query.
+fn pipeline_and_token(cluster: &LocalCluster, index: usize, name: &str) -> (u64, String, String) {
+    let created: serde_json::Value = serde_json::from_str(&cli(
+        cluster,
+        index,
+        &["pipeline", "create", "--name", name, "--json"],
+    ))
+    .expect("pipeline JSON");
+    let id = created["pipeline_id"].as_u64().expect("pipeline id");
+    let token: serde_json::Value = serde_json::from_str(&cli(
+        cluster,
+        index,
+        &[
+            "token",
+            "create",
+            "--name",
+            name,
+            "--pipeline",
+            &id.to_string(),
+            "--json",
+        ],
+    ))
+    .expect("token JSON");
+    let key = token["key"].as_str().expect("key").to_string();
+    let token = token["token"].as_str().expect("token").to_string();
+    (id, key, token)
+}
+
+/// Two shards of one replica each: `events` is a `Distributed` table on both nodes, rows land
+/// on both shards, and either node answers the same count, through `events` and the view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_spread_rows_and_answer_the_same_from_either_node() {
+    let cluster = LocalCluster::start(2, 1);
+    cli(&cluster, 0, &["migrate"]);
+    let (id, key, token) = pipeline_and_token(&cluster, 1, "shards");
+    let gateway = common::Gateway::start(cluster.node(0), |s| {
+        s.clickhouse_url = cluster.urls_from(0);
+        s.clickhouse_cluster = Some(CLUSTER.into());
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let query = format!("?pipeline_id={id}&key={key}&token={token}");
+    let mut acked = Vec::new();
+    for n in 0..200 {
+        let answer = common::post(&client, &gateway.url(&query), format!("{{\"n\":{n}}}")).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        acked.push(answer.request_id().to_string());
+    }
+    let (lost, duplicated, unacked) =
+        common::verify_exactly_once(cluster.node(1), &acked, Duration::from_secs(20)).await;
+    assert_eq!(
+        (lost, duplicated, unacked),
+        (0, 0, 0),
+        "{}",
+        cluster.error_logs()
+    );
+    let mut local = Vec::new();
+    for node in 0..2 {
+        let ch = cluster.node(node);
+        assert_eq!(ch.count("SELECT count() FROM hookhouse.events").await, 200);
+        let view = format!("SELECT count() FROM hookhouse.pipeline_{id}");
+        assert_eq!(ch.count(&view).await, 200, "node {node}");
+        local.push(ch.count("SELECT count() FROM hookhouse.events_local").await);
+        let engine = ch
+            .query(
+                "SELECT engine FROM system.tables WHERE database = 'hookhouse' AND name = 'events'",
+            )
+            .await;
+        assert_eq!(engine, "Distributed\n");
+    }
+    assert_eq!(local.iter().sum::<u64>(), 200);
+    assert!(local.iter().all(|n| *n > 40), "rows per shard: {local:?}");
+    gateway.stop().await;
+}
