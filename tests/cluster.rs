@@ -116,10 +116,18 @@ async fn migrate_makes_replicated_tables_on_every_node_once() {
         ],
     );
     assert!(token.contains("\"token\":"), "{token}");
-    let listed = cli(&cluster, 1, &["pipeline", "list", "--json"]);
-    assert!(listed.contains("\"name\":\"crm\""), "{listed}");
-    let tokens = cli(&cluster, 0, &["token", "list", "--json"]);
-    assert!(tokens.contains("\"name\":\"crm\""), "{tokens}");
+    // Through the other node, once replicated (a moment later).
+    let replicated = |node: usize, args: &'static [&'static str]| {
+        let cluster = &cluster;
+        async move {
+            eventually(Duration::from_secs(10), || async {
+                cli(cluster, node, args).contains("\"name\":\"crm\"")
+            })
+            .await
+        }
+    };
+    assert!(replicated(1, &["pipeline", "list", "--json"]).await);
+    assert!(replicated(0, &["token", "list", "--json"]).await);
     for node in 0..2 {
         let views = cluster
             .node(node)

@@ -82,6 +82,9 @@ pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
             ch.execute(statement).await?;
         }
     }
+    if cluster.is_some() {
+        sync_replica(ch, &tracking).await;
+    }
     let done: Vec<u32> = ch
         .fetch_all::<Applied>(&format!("SELECT DISTINCT version FROM {tracking}"))
         .await?
@@ -150,6 +153,22 @@ async fn cluster_schema(ch: &Clickhouse, name: &str) -> Result<ClusterSchema, Ch
         db: ch.database().to_string(),
         sharded: shards > 1,
     })
+}
+
+/// How long `migrate` waits for this node to have what other replicas recorded.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits, briefly, until this node's replica of `table` has every insert other replicas took:
+/// versions recorded through another node a moment ago are then seen, and not applied twice.
+/// Best effort: when a part cannot be fetched now (the only node holding it is down), the
+/// migrations run again, which every statement allows.
+async fn sync_replica(ch: &Clickhouse, table: &str) {
+    let sql = format!("SYSTEM SYNC REPLICA {table}");
+    match tokio::time::timeout(SYNC_WAIT, ch.execute(&sql)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, table, "cannot sync the replica; going on"),
+        Err(_) => tracing::warn!(table, "the replica did not sync within 10 s; going on"),
+    }
 }
 
 async fn tracking_exists(ch: &Clickhouse) -> Result<bool, ChError> {
