@@ -196,7 +196,26 @@ impl LocalCluster {
         for node in &mut nodes {
             node.server.wait_ready();
         }
-        LocalCluster { nodes, zookeeper }
+        let cluster = LocalCluster { nodes, zookeeper };
+        for index in 0..cluster.nodes.len() {
+            cluster.wait_for_zookeeper(index);
+        }
+        cluster
+    }
+
+    /// Waits until node `index` reads ZooKeeper: a node that sends DDL before its session is
+    /// up may crash (seen with 18.16 under load).
+    fn wait_for_zookeeper(&self, index: usize) {
+        let node = self.node(index);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let sql = "SELECT count() FROM system.zookeeper WHERE path = '/'";
+        while Instant::now() < deadline {
+            if node.try_query_blocking(sql).is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("node {index} cannot read ZooKeeper: {}", self.error_logs());
     }
 
     pub fn node(&self, index: usize) -> &ClickhouseServer {
@@ -208,9 +227,10 @@ impl LocalCluster {
         self.nodes[index].server.stop();
     }
 
-    /// Starts node `index` again on its data; returns once it answers.
+    /// Starts node `index` again on its data; returns once it answers and reads ZooKeeper.
     pub fn restart_node(&mut self, index: usize) {
         self.nodes[index].server.restart();
+        self.wait_for_zookeeper(index);
     }
 
     /// Node `index`'s URL, then the other replicas of its shard: a gateway's
@@ -247,6 +267,12 @@ impl LocalCluster {
 
     /// The last lines of every node's error log, for a failing test's message.
     pub fn error_logs(&self) -> String {
+        if std::env::var_os("HOOKHOUSE_TEST_KEEP_LOGS").is_some() {
+            let _ = std::fs::write(
+                std::env::temp_dir().join("hookhouse-zookeeper.log"),
+                self.zookeeper.log(),
+            );
+        }
         let mut text = String::new();
         for (index, node) in self.nodes.iter().enumerate() {
             let log = std::fs::read_to_string(node.server.dir.path().join("error.log"))

@@ -339,6 +339,22 @@ impl ClickhouseServer {
         text
     }
 
+    /// Runs SQL over plain HTTP/1.0 without a runtime; `None` on any failure.
+    pub fn try_query_blocking(&self, sql: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let request = format!(
+            "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+            sql.len()
+        );
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+    }
+
     /// [`ClickhouseServer::query`] for tests without a runtime.
     pub fn query_blocking(&self, sql: &str) -> String {
         tokio::runtime::Builder::new_current_thread()
