@@ -627,15 +627,18 @@ def report(directory, md_path, json_path):
             "",
             "## Signed senders (the same gateway; GitHub's headers and a fresh delivery id on every request)",
             "",
-            "| round | unsigned pipeline req/s | signed pipeline req/s | unsigned non-200 | signed non-200 |",
-            "| --- | --- | --- | --- | --- |",
+            "| round | unsigned pipeline req/s | signed pipeline req/s | unsigned non-200 | signed non-200 | cores, unsigned run: gateway / ClickHouse | cores, signed run: gateway / ClickHouse |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for u, g in zip(unsigned, signed):
+            cu = (r.get(f"cpu-unsigned-{u['round']}") or {}).get("cores", {})
+            cs = (r.get(f"cpu-signed-{g['round']}") or {}).get("cores", {})
             lines.append(
                 f"| {u['round']} | {num(u['accepted_per_s'])} | {num(g['accepted_per_s'])} | "
-                f"{u['non_2xx'] + u['socket_errors']} | {g['non_2xx'] + g['socket_errors']} |"
+                f"{u['non_2xx'] + u['socket_errors']} | {g['non_2xx'] + g['socket_errors']} | "
+                f"{num(cu.get('gateway'), 2)} / {num(cu.get('clickhouse'), 2)} | {num(cs.get('gateway'), 2)} / {num(cs.get('clickhouse'), 2)} |"
             )
-        lines.append(f"| **median** | **{num(u_rps)}** | **{num(s_rps)}** | | |")
+        lines.append(f"| **median** | **{num(u_rps)}** | **{num(s_rps)}** | | | | |")
     lines += ["", "## Landing lag (from the 200 to queryable in ClickHouse)", ""]
     if lag:
         lines.append(

@@ -21,11 +21,18 @@ if os.getenv("BENCH_GITHUB") == "1" then
   if signature and signature ~= "" then
     wrk.headers["X-Hub-Signature-256"] = signature
   end
-  local thread_tag = tostring(math.random(1, 2147483647))
+  -- Unique across runs (BENCH_RUN_TAG), threads (numbered by setup, in the main Lua state)
+  -- and requests: a repeated id would be a redelivery, and land in `rejected`.
+  local run_tag = os.getenv("BENCH_RUN_TAG") or "run"
+  local threads = 0
+  function setup(thread)
+    threads = threads + 1
+    thread:set("thread_id", threads)
+  end
   local counter = 0
   request = function()
     counter = counter + 1
-    wrk.headers["X-GitHub-Delivery"] = thread_tag .. "-" .. counter
+    wrk.headers["X-GitHub-Delivery"] = run_tag .. "-" .. tostring(thread_id) .. "-" .. counter
     return wrk.format(nil, nil, nil, nil)
   end
 end

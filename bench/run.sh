@@ -297,6 +297,7 @@ run_wrk() {
     cpu_snapshot "$WORK/cpu-before.json"
     "${HELPER[@]}" snap "$GW_URL/metrics" "${COMMIT_SERIES[@]}" >"$WORK/commit-before.json"
     BENCH_BODY="$BODY" BENCH_GITHUB="${BENCH_GITHUB:-0}" BENCH_SIGNATURE="${BENCH_SIGNATURE:-}" \
+        BENCH_RUN_TAG="$target-$round-$RANDOM$RANDOM" \
         timeout $((BENCH_SECONDS + 60)) \
         wrk -t"$WRK_THREADS" -c"$BENCH_CONNECTIONS" -d"${BENCH_SECONDS}s" --timeout 10s --latency \
         -s "$BENCH_DIR/post.lua" "$url" >"$out"

@@ -86,6 +86,20 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, as `rejected replay --reason` takes them.
+    pub const ALL: [Reason; 10] = [
+        Reason::UnknownKey,
+        Reason::RevokedKey,
+        Reason::WrongToken,
+        Reason::UnknownPipeline,
+        Reason::PipelineDisabled,
+        Reason::KeyNotAllowed,
+        Reason::InsertFailed,
+        Reason::InvalidSignature,
+        Reason::EventFiltered,
+        Reason::DuplicateDelivery,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::UnknownKey => "UNKNOWN_KEY",

@@ -679,6 +679,28 @@ async fn filtered_events_are_rejected_and_replay_moves_them_exactly_once() {
         "the moved request left `rejected`"
     );
     assert_eq!(counts.get(&answers[3]), Some(&1));
+    // A replay cut off between its insert and its delete, after which the filter was narrowed
+    // again: the request is in both tables, and the next replay takes it out of `rejected`
+    // though it would not pass today.
+    ch.query(&format!(
+        "INSERT INTO hookhouse.events SELECT pipeline_id, __kdd_request_id, __kdd_request_unix_timestamp, \
+         __kdd_requester_key, __kdd_request_body, received_at, event_type, delivery_id, headers \
+         FROM hookhouse.rejected WHERE __kdd_request_id = '{}'",
+        answers[3]
+    ))
+    .await;
+    let third: serde_json::Value =
+        serde_json::from_str(&env.ok(&["rejected", "replay", "--pipeline", &id, "--json"]))
+            .expect("json");
+    assert_eq!(third["moved"], 0, "{third}");
+    assert!(third["already_in_events"].as_u64() >= Some(1), "{third}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            landed_counts(&ch).await.get(&answers[3]) == Some(&1)
+        })
+        .await,
+        "a request in both tables after a cut-off replay leaves `rejected`"
+    );
     gw.stop().await;
 }
 
@@ -995,6 +1017,10 @@ async fn verify_says_clearly_what_is_wrong() {
     }
     let (code, _, err) = env.cli(&["pipeline", "events", "--id", &id, "bad pattern"]);
     assert_eq!(code, 1, "{err}");
+    let (code, _, err) = env.cli(&["pipeline", "events", "--id", &id, "push"]);
+    assert_eq!(code, 1, "no scheme names events yet");
+    assert!(err.contains("reject every request"), "{err}");
+    env.ok(&["pipeline", "events", "--id", &id, "*"]);
     let (code, _, err) = env.cli(&["rejected", "replay", "--pipeline", &id, "--reason", "NOPE"]);
     assert_eq!(code, 1);
     assert!(
@@ -1267,4 +1293,63 @@ async fn signatures_hold_over_gzip_and_githubs_form_encoding_and_replay_keeps_th
         .await;
     assert_eq!(body.trim_end(), json);
     gw.stop().await;
+}
+
+#[test]
+fn a_bad_secrets_key_file_stops_start_up_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "c2hvcnQ=\n").expect("key file");
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not base64 at all!\n").expect("key file");
+    let missing = dir.path().join("missing.key");
+    for file in [&short, &garbage, &missing] {
+        let (code, _, err) = hookhouse_cli(
+            &["serve"],
+            &[
+                ("HOOKHOUSE_SECRETS_KEY_FILE", file.to_str().expect("utf-8")),
+                (
+                    "HOOKHOUSE_DATA_DIR",
+                    dir.path().join("data").to_str().expect("utf-8"),
+                ),
+            ],
+        );
+        assert_eq!(code, 1, "{}: {err}", file.display());
+        assert!(err.contains("HOOKHOUSE_SECRETS_KEY_FILE"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            !err.contains("c2hvcnQ"),
+            "the key's content is not printed: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_batch_of_long_delivery_ids_is_asked_for_whatever_they_hold() {
+    let ch = ClickhouseServer::start();
+    let creds = setup_pipeline(&ch, "many").await;
+    ch.query(&format!(
+        "INSERT INTO hookhouse.events (pipeline_id, __kdd_request_id, __kdd_request_unix_timestamp, \
+         __kdd_requester_key, __kdd_request_body, delivery_id) VALUES ({}, 'aaaaaaaaaaaaaaaaaaaa', {}, 'k', '{{}}', 'id-00017-{}?')",
+        creds.pipeline_id,
+        now(),
+        "x".repeat(60)
+    ))
+    .await;
+    // A full batch: 50,000 ids of 71 bytes, about 3.6 MiB of SQL, over 18.16's default
+    // max_query_size; and each with a `?`, which the crate would take for a placeholder.
+    let ids: Vec<String> = (0..50_000)
+        .map(|i| format!("id-{i:05}-{}?", "x".repeat(60)))
+        .collect();
+    let asked: Vec<(u64, &str)> = ids
+        .iter()
+        .map(|id| (creds.pipeline_id, id.as_str()))
+        .collect();
+    let delivery = hookhouse::clickhouse::Delivery::new(admin(&ch), "test".into());
+    let found = delivery
+        .redeliveries(&asked, (now() - 3600) as u32)
+        .await
+        .expect("the lookup is accepted");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].delivery_id, ids[17]);
 }

@@ -10,7 +10,13 @@ use std::process::Command;
 use serde_json::Value;
 
 /// Functions of `Clickhouse` that only carry other code paths' statements.
-const CLIENT_PRIMITIVES: &[&str] = &["insert", "insert_one", "execute", "fetch_all"];
+const CLIENT_PRIMITIVES: &[&str] = &[
+    "insert",
+    "insert_one",
+    "execute",
+    "fetch_all",
+    "fetch_all_long",
+];
 
 fn run_canned() -> Vec<Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_hookhouse-statements"))

@@ -346,8 +346,9 @@ fn landings<'a>(admin: &Admin, ids: &'a [RequestId], bodies: &'a [String]) -> Ve
                 body.into(),
             );
             row.event_type = format!("type.{n}");
-            // Sender text in SQL literals: a quote, a backslash, non-ASCII.
-            row.delivery_id = format!("delivery-{n} it's \\ \"ü\"");
+            // Sender text in SQL literals: a quote, a backslash, non-ASCII, question marks (the
+            // crate reads `?` as a placeholder).
+            row.delivery_id = format!("delivery-{n} it's \\ \"ü\" a?b ??");
             row.headers = r#"{"x-github-event":"push"}"#;
             row.reason = reason.map(Reason::as_str);
             row

@@ -232,6 +232,22 @@ pub async fn events(
     as_json: bool,
 ) -> anyhow::Result<()> {
     let filter = EventFilter::parse(&patterns)?;
+    if !filter.is_everything() {
+        // A pipeline whose scheme names no event type has only empty ones: every request
+        // would be filtered out.
+        let row = store::pipeline(ch, id).await?;
+        let names_events = match Scheme::from_stored(&row.scheme, &row.scheme_options) {
+            _ if row.scheme.is_empty() => false,
+            Ok(Scheme::Hmac(options)) => options.event.is_some(),
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        if !names_events {
+            bail!(
+                "pipeline {id} has no scheme that names event types (set one first: `hookhouse pipeline verify --id {id} --scheme …`, for hmac with --event-header or --event-field); a filter now would reject every request as EVENT_FILTERED"
+            );
+        }
+    }
     let kept: Vec<String> = filter.patterns().to_vec();
     let row = store::set_event_patterns(ch, id, kept).await?;
     if as_json {

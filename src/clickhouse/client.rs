@@ -344,6 +344,23 @@ impl Clickhouse {
         .await
     }
 
+    /// Runs a query whose text may be longer than the server's default `max_query_size`
+    /// (256 KiB): the limit is raised for this query alone, to the text's length. Every version
+    /// knows the setting.
+    pub async fn fetch_all_long<T>(&self, sql: &str) -> Result<Vec<T>, ChError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let max_query_size = (sql.len() + 4096).to_string();
+        self.on_some_node(|client| {
+            let query = client
+                .query(sql)
+                .with_setting("max_query_size", max_query_size.clone());
+            async move { Ok(tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all::<T>()).await??) }
+        })
+        .await
+    }
+
     /// True when ClickHouse answers a trivial query within `within`.
     pub async fn ping(&self, within: Duration) -> Result<(), ChError> {
         self.on_some_node(|client| async move {

@@ -119,12 +119,16 @@ impl Delivery {
         while start < asked.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < asked.len() && (end == start || bytes < sql::REDELIVERY_CHUNK_BYTES) {
+            while end < asked.len()
+                && (end == start
+                    || (bytes < sql::REDELIVERY_CHUNK_BYTES
+                        && end - start < sql::REDELIVERY_CHUNK_IDS))
+            {
                 bytes += asked[end].1.len() + 24;
                 end += 1;
             }
             let sql = sql::redeliveries(&events, &asked[start..end], since);
-            found.extend(self.ch.fetch_all::<DeliveryRow>(&sql).await?);
+            found.extend(self.ch.fetch_all_long::<DeliveryRow>(&sql).await?);
             start = end;
         }
         Ok(found)

@@ -23,8 +23,9 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     ),
 ];
 
-/// ILLEGAL_COLUMN: what `ADD COLUMN` answers, on every version, for a column that exists.
-const COLUMN_EXISTS: u32 = 44;
+/// What `ADD COLUMN` answers for a column that exists: ILLEGAL_COLUMN (44) on 18.16,
+/// DUPLICATE_COLUMN (15) on current releases.
+const COLUMN_EXISTS: [u32; 2] = [44, 15];
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct Applied {
@@ -105,7 +106,10 @@ pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
                 match ch.execute(&statement).await {
                     Ok(()) => {}
                     Err(error)
-                        if adds_column(&statement) && error.code() == Some(COLUMN_EXISTS) => {}
+                        if adds_column(&statement)
+                            && error
+                                .code()
+                                .is_some_and(|code| COLUMN_EXISTS.contains(&code)) => {}
                     Err(error) => return Err(error),
                 }
             }

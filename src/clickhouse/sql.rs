@@ -90,12 +90,17 @@ pub fn data_columns(db: &str) -> String {
 
 /// A string as a ClickHouse literal: quoted, with backslash and quote escaped (inside quotes
 /// ClickHouse reads backslash escapes, on every version). For text that comes from senders.
+///
+/// `?` is doubled: the clickhouse crate reads every `?` of a query's text as a bind
+/// placeholder, quoted or not, and `??` as a literal `?`.
 pub fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('\'');
     for c in text.chars() {
-        if c == '\\' || c == '\'' {
-            out.push('\\');
+        match c {
+            '\\' | '\'' => out.push('\\'),
+            '?' => out.push('?'),
+            _ => {}
         }
         out.push(c);
     }
@@ -103,9 +108,15 @@ pub fn quote(text: &str) -> String {
     out
 }
 
-/// About how much SQL one redelivery query may carry: delivery ids are the senders' text, of any
-/// length, so they are counted in bytes, far below the default `max_query_size` of 256 KiB.
-pub const REDELIVERY_CHUNK_BYTES: usize = 64 * 1024;
+/// About how much SQL one redelivery query may carry (delivery ids are the senders' text, of
+/// any length, so they are counted in bytes). Each query reads the pipelines' last 7 days of
+/// `delivery_id`, so a batch asks in as few queries as it can: the query raises its own
+/// `max_query_size` to its length, and a full batch of 50,000 ids fits in one.
+pub const REDELIVERY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most delivery ids one redelivery query names: ClickHouse 18.16 refuses an `IN` list of
+/// about 50,000 strings ("AST is too big", `max_ast_elements`).
+pub const REDELIVERY_CHUNK_IDS: usize = 10_000;
 
 /// Which of the delivery ids `asked` (pipeline, delivery id) already landed in `events` at or
 /// after `since`, with the request that landed them. `events` is ordered by pipeline and time,
@@ -182,6 +193,7 @@ mod tests {
         assert_eq!(quote("it's"), "'it\\'s'");
         assert_eq!(quote("a\\'); DROP"), "'a\\\\\\'); DROP'");
         assert_eq!(quote("ünï 😀"), "'ünï 😀'");
+        assert_eq!(quote("a?b"), "'a??b'");
     }
 
     #[test]

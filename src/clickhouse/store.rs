@@ -75,7 +75,8 @@ pub async fn list_tokens(ch: &Clickhouse) -> Result<Vec<TokenRow>, StoreError> {
     Ok(ch.fetch_all(&sql).await?)
 }
 
-async fn find_pipeline(ch: &Clickhouse, id: u64) -> Result<PipelineRow, StoreError> {
+/// A pipeline as stored now.
+pub async fn pipeline(ch: &Clickhouse, id: u64) -> Result<PipelineRow, StoreError> {
     let sql = format!(
         "SELECT ?fields FROM {} FINAL WHERE pipeline_id = {id}",
         ch.table("pipelines")
@@ -170,8 +171,21 @@ pub async fn set_pipeline_active(
     id: u64,
     active: bool,
 ) -> Result<PipelineRow, StoreError> {
-    let mut row = find_pipeline(ch, id).await?;
-    row.active = u8::from(active);
+    update_pipeline(ch, id, |row| {
+        row.active = u8::from(active);
+        Ok(())
+    })
+    .await
+}
+
+/// Stores a new version of a pipeline: its current row, changed by `change`.
+async fn update_pipeline(
+    ch: &Clickhouse,
+    id: u64,
+    change: impl FnOnce(&mut PipelineRow) -> Result<(), StoreError>,
+) -> Result<PipelineRow, StoreError> {
+    let mut row = pipeline(ch, id).await?;
+    change(&mut row)?;
     row.version = next_version(row.version);
     insert_pipeline(ch, &row).await?;
     Ok(row)
@@ -192,14 +206,14 @@ pub async fn set_signing(
     id: u64,
     change: impl FnOnce(&PipelineRow) -> Result<StoredSigning, StoreError>,
 ) -> Result<PipelineRow, StoreError> {
-    let mut row = find_pipeline(ch, id).await?;
-    let signing = change(&row)?;
-    row.scheme = signing.scheme;
-    row.scheme_options = signing.scheme_options;
-    row.secrets = signing.secrets;
-    row.version = next_version(row.version);
-    insert_pipeline(ch, &row).await?;
-    Ok(row)
+    update_pipeline(ch, id, |row| {
+        let signing = change(row)?;
+        row.scheme = signing.scheme;
+        row.scheme_options = signing.scheme_options;
+        row.secrets = signing.secrets;
+        Ok(())
+    })
+    .await
 }
 
 /// Sets the event types a pipeline keeps (empty: all).
@@ -208,16 +222,11 @@ pub async fn set_event_patterns(
     id: u64,
     patterns: Vec<String>,
 ) -> Result<PipelineRow, StoreError> {
-    let mut row = find_pipeline(ch, id).await?;
-    row.event_patterns = patterns;
-    row.version = next_version(row.version);
-    insert_pipeline(ch, &row).await?;
-    Ok(row)
-}
-
-/// A pipeline as stored now.
-pub async fn pipeline(ch: &Clickhouse, id: u64) -> Result<PipelineRow, StoreError> {
-    find_pipeline(ch, id).await
+    update_pipeline(ch, id, |row| {
+        row.event_patterns = patterns;
+        Ok(())
+    })
+    .await
 }
 
 /// Creates a token for `pipelines` (empty: every pipeline). The token is returned once, here.
@@ -231,7 +240,7 @@ pub async fn create_token(
         if PipelineId::new(*id).is_none() {
             return Err(StoreError::Invalid("pipeline ids start at 1".into()));
         }
-        find_pipeline(ch, *id).await?;
+        pipeline(ch, *id).await?;
     }
     let key = Key::generate();
     let token = Token::generate();

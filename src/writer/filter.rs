@@ -9,18 +9,20 @@ use crate::credentials::{CredentialCache, Reason, Signing};
 use crate::ingest::Headers;
 use crate::signing;
 
-pub fn name_and_filter(view: &CredentialCache, rows: &mut [Landing<'_>]) {
-    for row in rows.iter_mut() {
+/// `headers` are the rows' headers as [`super::verify::verify_signatures`] read them: there for
+/// every row whose pipeline verifies signatures, the only rows that have a scheme to name
+/// events by.
+pub fn name_and_filter(
+    view: &CredentialCache,
+    rows: &mut [Landing<'_>],
+    headers: &[Option<Headers>],
+) {
+    for (row, headers) in rows.iter_mut().zip(headers) {
         let Some(pipeline) = view.pipeline(row.pipeline_id) else {
             continue;
         };
-        let scheme = match &pipeline.signing {
-            Signing::On(verification) => Some(&verification.scheme),
-            Signing::Off | Signing::Unreadable(_) => None,
-        };
-        if let Some(scheme) = scheme {
-            let headers = Headers::from_json(row.headers).unwrap_or_default();
-            let described = signing::describe(Some(scheme), &headers, &row.body);
+        if let (Signing::On(verification), Some(headers)) = (&pipeline.signing, headers) {
+            let described = signing::describe(Some(&verification.scheme), headers, &row.body);
             row.event_type = described.event_type;
             row.delivery_id = described.delivery_id;
         }

@@ -114,8 +114,8 @@ impl Writer {
                 continue;
             };
             let (mut rows, view) = self.authenticate.sort(&batch, &mut self.retry).await?;
-            verify::verify_signatures(&view, &mut rows);
-            filter::name_and_filter(&view, &mut rows);
+            let headers = verify::verify_signatures(&view, &mut rows);
+            filter::name_and_filter(&view, &mut rows, &headers);
             redeliveries::drop_redeliveries(
                 &self.exactly_once.destination,
                 &mut rows,

@@ -1,6 +1,7 @@
 //! `hookhouse rejected replay` (CONTRACT §8): rejected requests checked again with today's
 //! credentials, secrets and filters, and those that now pass moved into `events`, each exactly
-//! once however often the command runs.
+//! once however often the command runs. Rows rejected as `INSERT_FAILED` are tried only with
+//! `--reason INSERT_FAILED`: ClickHouse may refuse them again, which stops that replay.
 //!
 //! The rows go through the writer's own steps (credentials, [`super::verify`],
 //! [`super::filter`], [`super::redeliveries`]), so a replayed request passes exactly when a new
@@ -79,21 +80,7 @@ pub enum ReplayError {
 
 /// The reasons hookhouse writes to `rejected`, for checking `--reason`.
 pub fn known_reasons() -> Vec<&'static str> {
-    [
-        Reason::UnknownKey,
-        Reason::RevokedKey,
-        Reason::WrongToken,
-        Reason::UnknownPipeline,
-        Reason::PipelineDisabled,
-        Reason::KeyNotAllowed,
-        Reason::InsertFailed,
-        Reason::InvalidSignature,
-        Reason::EventFiltered,
-        Reason::DuplicateDelivery,
-    ]
-    .iter()
-    .map(|r| r.as_str())
-    .collect()
+    Reason::ALL.iter().map(|r| r.as_str()).collect()
 }
 
 pub async fn replay(
@@ -117,7 +104,10 @@ pub async fn replay(
         .await?;
         let Some(last) = page.last() else { break };
         after = last.__kdd_request_id.clone();
-        replay_page(ch, &delivery, view, &page, &mut outcome).await?;
+        // A row ClickHouse refused for good may be refused again and stop the replay there:
+        // tried only when asked for by name.
+        let insert_failed_too = scope.reason.as_deref() == Some(Reason::InsertFailed.as_str());
+        replay_page(ch, &delivery, view, &page, insert_failed_too, &mut outcome).await?;
     }
     Ok(outcome)
 }
@@ -127,6 +117,7 @@ async fn replay_page(
     delivery: &Delivery,
     view: &CredentialCache,
     page: &[RejectedReadRow],
+    insert_failed_too: bool,
     outcome: &mut ReplayOutcome,
 ) -> Result<(), ReplayError> {
     outcome.checked += page.len() as u64;
@@ -135,11 +126,14 @@ async fn replay_page(
         .map(|stored| {
             let mut row = landing(stored);
             row.reason = check_again(view, stored).err();
+            if !insert_failed_too && stored.reason == Reason::InsertFailed.as_str() {
+                row.reason = Some(Reason::InsertFailed.as_str());
+            }
             row
         })
         .collect();
-    verify_signatures(view, &mut rows);
-    name_and_filter(view, &mut rows);
+    let headers = verify_signatures(view, &mut rows);
+    name_and_filter(view, &mut rows, &headers);
     let mut retry = Retry::for_command(GIVE_UP_AFTER);
     drop_redeliveries(delivery, &mut rows, &mut retry)
         .await
@@ -148,22 +142,28 @@ async fn replay_page(
         let reason = row.reason.unwrap_or_default().to_string();
         *outcome.still_rejected.entry(reason).or_default() += 1;
     }
-    let passing: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.reason.is_none())
-        .map(|r| r.request_id)
-        .collect();
-    if passing.is_empty() {
-        return Ok(());
-    }
     let pipeline = page[0].pipeline_id;
-    let held = store::in_events(ch, pipeline, &passing).await?;
+    // The whole page is asked about, whatever today's verdicts: a row moved by a replay that
+    // stopped before its delete is in `events` already, and leaves `rejected` now even if it
+    // would not pass today.
+    let all: Vec<&str> = rows.iter().map(|r| r.request_id).collect();
+    let held = store::in_events(ch, pipeline, &all).await?;
+    for row in rows
+        .iter()
+        .filter(|r| r.reason.is_some() && held.contains(r.request_id))
+    {
+        let reason = row.reason.unwrap_or_default().to_string();
+        if let Some(count) = outcome.still_rejected.get_mut(&reason) {
+            *count -= 1;
+        }
+    }
+    outcome.still_rejected.retain(|_, count| *count > 0);
+    outcome.already_in_events += held.len() as u64;
     let missing: Vec<Landing<'_>> = rows
         .iter()
         .filter(|r| r.reason.is_none() && !held.contains(r.request_id))
         .cloned()
         .collect();
-    outcome.already_in_events += (passing.len() - missing.len()) as u64;
     if !missing.is_empty() {
         if let Err(error) = delivery.insert(&missing, INSERT_TIMEOUT).await {
             // It may still land: wait until it is settled, so a replay run next finds it.
@@ -172,7 +172,14 @@ async fn replay_page(
         }
         outcome.moved += missing.len() as u64;
     }
-    store::delete_rejected(ch, pipeline, &passing).await?;
+    let moved: Vec<&str> = missing
+        .iter()
+        .map(|r| r.request_id)
+        .chain(held.iter().map(String::as_str))
+        .collect();
+    if !moved.is_empty() {
+        store::delete_rejected(ch, pipeline, &moved).await?;
+    }
     Ok(())
 }
 

@@ -13,31 +13,35 @@ use crate::credentials::{CredentialCache, Reason, Signing};
 use crate::ingest::Headers;
 use crate::signing;
 
-/// Marks the rows bound for `events` whose signature does not hold.
-pub fn verify_signatures(view: &CredentialCache, rows: &mut [Landing<'_>]) {
-    for row in rows.iter_mut().filter(|row| row.reason.is_none()) {
-        let Some(pipeline) = view.pipeline(row.pipeline_id) else {
-            continue; // authenticated rows name a pipeline the view has
-        };
-        let holds = match &pipeline.signing {
-            Signing::Off => true,
-            Signing::Unreadable(_) => false,
-            Signing::On(verification) => {
-                let headers = Headers::from_json(row.headers).unwrap_or_default();
-                signing::verify(
-                    &verification.scheme,
-                    &verification.secrets,
-                    &headers,
-                    signed_bytes(row),
-                    row.accepted_at,
-                )
-                .is_ok()
+/// Marks the rows bound for `events` whose signature does not hold. Returns each row's
+/// headers where its pipeline verifies signatures (read once, for the next step too).
+pub fn verify_signatures(view: &CredentialCache, rows: &mut [Landing<'_>]) -> Vec<Option<Headers>> {
+    let mut parsed = Vec::with_capacity(rows.len());
+    for row in rows.iter_mut() {
+        let signing = view.pipeline(row.pipeline_id).map(|p| &p.signing);
+        let Some(Signing::On(verification)) = signing else {
+            parsed.push(None);
+            if row.reason.is_none() && matches!(signing, Some(Signing::Unreadable(_))) {
+                row.reason = Some(Reason::InvalidSignature.as_str());
             }
+            continue;
         };
+        let headers = Headers::from_json(row.headers).unwrap_or_default();
+        let holds = row.reason.is_some()
+            || signing::verify(
+                &verification.scheme,
+                &verification.secrets,
+                &headers,
+                signed_bytes(row),
+                row.accepted_at,
+            )
+            .is_ok();
         if !holds {
             row.reason = Some(Reason::InvalidSignature.as_str());
         }
+        parsed.push(Some(headers));
     }
+    parsed
 }
 
 /// The bytes the sender signed: the body as sent, which is the stored body unless the two
