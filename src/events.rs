@@ -515,6 +515,26 @@ pub mod writer {
         counter!("hookhouse_writer_deaths_total").increment(1);
     }
 
+    /// Tables that deduplicate inserts, and an unconfirmed batch with no usable record of how it
+    /// was first sent (a data folder from a version without plans, or a damaged plan): only the
+    /// rows ClickHouse does not show are sent again.
+    pub fn no_plan_for_retry(first_seq: u64, last_seq: u64) {
+        tracing::warn!(
+            first_seq,
+            last_seq,
+            "no record of how these records were first sent: checking which landed and sending the rest"
+        );
+    }
+
+    /// The writer found replicated (deduplicating) tables: retries repeat the first attempt's
+    /// blocks exactly.
+    pub fn identical_retries(engine: &str) {
+        tracing::info!(
+            engine,
+            "the data tables deduplicate inserts: a retry sends exactly the blocks it repeats"
+        );
+    }
+
     pub fn duplicates_skipped(count: usize) {
         tracing::info!(
             count,

@@ -214,3 +214,87 @@ async fn two_shards_spread_rows_and_answer_the_same_from_either_node() {
     assert!(local.iter().all(|n| *n > 40), "rows per shard: {local:?}");
     gateway.stop().await;
 }
+
+/// The hole a retry must not fall into on a cluster: the writer's insert lands on node A and
+/// the gateway dies before it confirms; A goes down too, before replica B fetched the part;
+/// more requests arrive. The restarted writer talks to B, which does not show the rows. It must
+/// send again exactly the block A took (ZooKeeper drops it as a duplicate), not a batch that
+/// merely contains those rows (a new block: every row of it would land twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_through_another_replica_lands_nothing_twice() {
+    let mut cluster = LocalCluster::start(1, 2);
+    cli(&cluster, 0, &["migrate"]);
+    let (id, key, token) = pipeline_and_token(&cluster, 0, "hole");
+    // B takes inserts but fetches nothing from A until told.
+    cluster
+        .node(1)
+        .query("SYSTEM STOP FETCHES hookhouse.events")
+        .await;
+
+    // The first time a batch has landed, the writer dies before confirming it, as a crash
+    // would; a new one starts a second later (the supervisor's pause).
+    fail::cfg("writer::landed", "1*panic").expect("fail point");
+
+    let gateway = common::Gateway::start(cluster.node(0), |s| {
+        s.clickhouse_url = cluster.urls_from(0);
+        s.clickhouse_cluster = Some(CLUSTER.into());
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let query = format!("?pipeline_id={id}&key={key}&token={token}");
+    let send = |from: usize, count: usize| {
+        let (client, url) = (client.clone(), gateway.url(&query));
+        async move {
+            let mut acked = Vec::new();
+            for n in from..from + count {
+                let answer = common::post(&client, &url, format!("{{\"n\":{n}}}")).await;
+                assert_eq!(answer.status, 200, "{answer:?}");
+                acked.push(answer.request_id().to_string());
+            }
+            acked
+        }
+    };
+    let mut acked = send(0, 20).await;
+    let a = cluster.node(0);
+    let mut first = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while first == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first = a.count("SELECT count() FROM hookhouse.events").await;
+    }
+    assert!(first > 0, "no batch landed on node A");
+    cluster.stop_node(0);
+    acked.extend(send(20, 20).await);
+
+    // Through B alone: every request once (A's block counted as landed, not yet fetched).
+    let b = cluster.node(1);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            b.count("SELECT count() FROM hookhouse.events").await >= 40 - first
+        })
+        .await,
+        "the writer delivered nothing through node B: {}",
+        cluster.error_logs()
+    );
+    // Let the retry and the next batch finish, then bring A back and let B fetch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fail::remove("writer::landed");
+    cluster.restart_node(0);
+    cluster
+        .node(1)
+        .query("SYSTEM START FETCHES hookhouse.events")
+        .await;
+    for node in 0..2 {
+        let ch = cluster.node(node);
+        let (lost, duplicated, unacked) =
+            common::verify_exactly_once(ch, &acked, Duration::from_secs(30)).await;
+        assert_eq!(
+            (lost, duplicated, unacked),
+            (0, 0, 0),
+            "node {node} (lost, duplicated, landed without a 200): {}",
+            cluster.error_logs()
+        );
+        assert_eq!(ch.count("SELECT count() FROM hookhouse.events").await, 40);
+    }
+    gateway.stop().await;
+}

@@ -1,6 +1,6 @@
 //! The ClickHouse client and the one place that tells passing failures from permanent ones.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ pub struct Clickhouse {
     db: String,
     /// `HOOKHOUSE_CLICKHOUSE_CLUSTER`: DDL runs `ON CLUSTER` it (see [`super::cluster`]).
     cluster: Option<String>,
+    /// The data tables deduplicate inserts (replicated): every insert asks for it.
+    deduplicating: Arc<AtomicBool>,
     /// What the server it talks to knows, asked once and asked again after a connection failed
     /// (the server may have been upgraded meanwhile).
     features: Arc<Mutex<Option<ServerFeatures>>>,
@@ -170,6 +172,7 @@ impl Clickhouse {
             current: Arc::default(),
             db: settings.clickhouse_database.clone(),
             cluster: settings.clickhouse_cluster.clone(),
+            deduplicating: Arc::default(),
             features: Arc::default(),
         })
     }
@@ -217,6 +220,13 @@ impl Clickhouse {
     /// failed, because the server behind the URL may have been replaced by a newer one.
     pub fn forget_features(&self) {
         *self.features.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// From now on every insert asks for deduplication (`insert_deduplicate=1`): the writer
+    /// found replicated tables and its retries rely on it. It is the default, but a settings
+    /// profile may have turned it off.
+    pub fn deduplicate_inserts(&self) {
+        self.deduplicating.store(true, Ordering::Relaxed);
     }
 
     /// Which node requests go to now (an index into `HOOKHOUSE_CLICKHOUSE_URL`'s list).
@@ -294,13 +304,14 @@ impl Clickhouse {
         if let Some(query_id) = query_id {
             insert = insert.with_setting("query_id", query_id);
         }
+        // A retried block must be dropped by ZooKeeper's block hashes whichever replica takes
+        // it (see `writer::exactly_once`), and a `Distributed` insert must be in its shards when
+        // acknowledged. Both settings are known from 18.16 to current releases.
+        if self.cluster.is_some() || self.deduplicating.load(Ordering::Relaxed) {
+            insert = insert.with_setting("insert_deduplicate", "1");
+        }
         if self.cluster.is_some() {
-            // A retried block must be dropped by ZooKeeper's block hashes whichever replica
-            // takes it (see `writer::exactly_once`), and a `Distributed` insert must be in its
-            // shards when acknowledged. Both settings are known from 18.16 to current releases.
-            insert = insert
-                .with_setting("insert_deduplicate", "1")
-                .with_setting("insert_distributed_sync", "1");
+            insert = insert.with_setting("insert_distributed_sync", "1");
         }
         Ok(insert)
     }
