@@ -515,6 +515,15 @@ pub mod writer {
         counter!("hookhouse_writer_deaths_total").increment(1);
     }
 
+    /// This node's replica of `table` (pipelines or tokens) could not be brought up to date
+    /// before a credential reload: the reload uses what it has.
+    pub fn credentials_not_synced(table: &str, error: &dyn std::fmt::Display) {
+        static LIMIT: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMIT.allow("credentials_not_synced", Duration::from_secs(30)) {
+            tracing::warn!(table, %error, suppressed, "this node's replica lags; checking credentials with what it has");
+        }
+    }
+
     /// Tables that deduplicate inserts, and an unconfirmed batch with no usable record of how it
     /// was first sent (a data folder from a version without plans, or a damaged plan): only the
     /// rows ClickHouse does not show are sent again.

@@ -298,3 +298,210 @@ async fn a_retry_through_another_replica_lands_nothing_twice() {
     }
     gateway.stop().await;
 }
+
+/// Requests sent through `gateway` until `stop`, each acknowledged id kept in `acked`; a
+/// connection refused while the gateway is down is tried again a moment later.
+async fn keep_sending(
+    url: String,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (usize, usize) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let (mut sent, mut failed) = (0, 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        sent += 1;
+        let body = format!("{{\"n\":{sent}}}");
+        match client.post(&url).body(body).send().await {
+            Ok(response) => {
+                let answer = common::answer(response).await;
+                if answer.status == 200 {
+                    let id = answer.request_id().to_string();
+                    acked.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+                } else {
+                    failed += 1;
+                }
+            }
+            Err(_) => {
+                failed += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    (sent, failed)
+}
+
+/// CONTRACT §10: two gateways, each on its own replica of one shard, under concurrent load;
+/// each is killed with SIGKILL three times, and the replica the first one talks to is stopped
+/// and started again meanwhile (that gateway fails over to the other). Afterwards every request
+/// answered 200 is in `events` exactly once, counted on each replica, and nothing is twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_killed_and_a_replica_restarted_land_every_request_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let started = std::time::Instant::now();
+    let mut cluster = LocalCluster::start(1, 2);
+    cli(&cluster, 0, &["migrate"]);
+    let (id, key, token) = pipeline_and_token(&cluster, 0, "fleet");
+    let query = format!("?pipeline_id={id}&key={key}&token={token}");
+    let folders: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| tempfile::tempdir().expect("data folder"))
+        .collect();
+    let mut gateways: Vec<common::GatewayProcess> = (0..2)
+        .map(|node| {
+            let mut env = cluster.env(node);
+            env.push(("HOOKHOUSE_RATE_LIMIT_PER_KEY".into(), "0".into()));
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            common::GatewayProcess::spawn(cluster.node(node), folders[node].path(), &env)
+        })
+        .collect();
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..4)
+        .map(|n| {
+            let url = gateways[n % 2].url(&query);
+            tokio::spawn(keep_sending(url, acked.clone(), stop.clone()))
+        })
+        .collect();
+
+    let load_started = std::time::Instant::now();
+    let mut kills = 0;
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1500 + 300 * (round % 3))).await;
+        let gateway = &mut gateways[round as usize % 2];
+        gateway.kill9();
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        gateway.relaunch();
+        match round {
+            // Node A goes away under gateway 0, which fails over to B.
+            1 => cluster.stop_node(0),
+            4 => cluster.restart_node(0),
+            _ => {}
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut sent, mut refused) = (0, 0);
+    for sender in senders {
+        let (s, f) = sender.await.expect("sender");
+        sent += s;
+        refused += f;
+    }
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(
+        acked.len() > 500,
+        "too little load to mean anything: {}",
+        acked.len()
+    );
+
+    let mut per_node = Vec::new();
+    for node in 0..2 {
+        let ch = cluster.node(node);
+        let (lost, duplicated, unacked) =
+            common::verify_exactly_once(ch, &acked, Duration::from_secs(60)).await;
+        let logs: String = gateways.iter().map(|g| g.log()).collect();
+        let tail: Vec<&str> = logs.lines().rev().take(20).collect();
+        assert_eq!(
+            (lost, duplicated),
+            (0, 0),
+            "node {node}: (lost, duplicated) of {} acknowledged\n{}\n{}",
+            acked.len(),
+            cluster.error_logs(),
+            tail.join("\n")
+        );
+        let rows = ch.count("SELECT count() FROM hookhouse.events").await;
+        let rejected = ch.count("SELECT count() FROM hookhouse.rejected").await;
+        assert_eq!(rejected, 0, "node {node}: every request had a good token");
+        per_node.push((rows, unacked));
+    }
+    assert_eq!(
+        per_node[0].0, per_node[1].0,
+        "both replicas hold the same rows"
+    );
+    eprintln!(
+        "cluster kill test: acknowledged={} sent={sent} refused_or_cut={refused} kills={kills} \
+         replica_restarts=1 events_per_replica={:?} landed_without_ack={} load_seconds={load_secs:.1} \
+         total_seconds={:.1}",
+        acked.len(),
+        per_node.iter().map(|(rows, _)| *rows).collect::<Vec<_>>(),
+        per_node[0].1,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// CONTRACT §3 and §10: a token revoked through node A is refused by the gateway on node B
+/// within 10 seconds: its requests go to `rejected` as `REVOKED_KEY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_through_one_node_is_refused_on_the_other_within_10_s() {
+    let cluster = LocalCluster::start(1, 2);
+    cli(&cluster, 0, &["migrate"]);
+    // Created through A and used at once through B: B's gateway syncs its replica first.
+    let (id, key, token) = pipeline_and_token(&cluster, 0, "revoke");
+    let gateway = common::Gateway::start(cluster.node(1), |s| {
+        s.clickhouse_url = cluster.urls_from(1);
+        s.clickhouse_cluster = Some(CLUSTER.into());
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let query = format!("?pipeline_id={id}&key={key}&token={token}");
+    let before = common::post(&client, &gateway.url(&query), "{}").await;
+    assert_eq!(before.status, 200);
+    let b = cluster.node(1);
+    let landed = |table: &'static str, request: String| async move {
+        b.count(&format!(
+            "SELECT count() FROM hookhouse.{table} WHERE __kdd_request_id = '{request}'"
+        ))
+        .await
+    };
+    let first = before.request_id().to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let first = first.clone();
+            async move { landed("events", first.clone()).await + landed("rejected", first).await > 0 }
+        })
+        .await,
+        "the first request did not land: {}",
+        cluster.error_logs()
+    );
+    assert_eq!(
+        landed("events", first.clone()).await,
+        1,
+        "a token created through A works at once through B"
+    );
+
+    cli(&cluster, 0, &["token", "revoke", "--key", &key]);
+    let revoked_at = std::time::Instant::now();
+    // Requests from 10 s after the revocation on must all be refused.
+    let mut late = Vec::new();
+    while revoked_at.elapsed() < Duration::from_secs(12) {
+        let answer = common::post(&client, &gateway.url(&query), "{}").await;
+        assert_eq!(answer.status, 200, "a 200 never depends on the token");
+        if revoked_at.elapsed() >= Duration::from_secs(10) {
+            late.push(answer.request_id().to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!late.is_empty());
+    for request in &late {
+        let sql =
+            format!("SELECT reason FROM hookhouse.rejected WHERE __kdd_request_id = '{request}'");
+        let mut reason = String::new();
+        for _ in 0..50 {
+            reason = b.query(&sql).await;
+            if !reason.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(reason, "REVOKED_KEY\n", "request {request}");
+        assert_eq!(landed("events", request.clone()).await, 0);
+    }
+    gateway.stop().await;
+}

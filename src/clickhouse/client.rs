@@ -372,6 +372,25 @@ impl Clickhouse {
         .await
     }
 
+    /// Waits until this node's replica of `table` (quoted, from [`Clickhouse::table`]) has every
+    /// part committed through any replica before now (`SYSTEM SYNC REPLICA` pulls the shared log
+    /// first), for at most `within`: the server gives up then too (`receive_timeout`, which
+    /// bounds the wait on every version), so no wait outlives the caller's.
+    pub async fn sync_replica(&self, table: &str, within: Duration) -> Result<(), ChError> {
+        let sql = format!("SYSTEM SYNC REPLICA {table}");
+        let seconds = within.as_secs().max(1).to_string();
+        self.on_some_node(|client| {
+            let query = client
+                .query(&sql)
+                .with_setting("receive_timeout", seconds.clone());
+            async move {
+                tokio::time::timeout(within + Duration::from_secs(1), query.execute()).await??;
+                Ok(())
+            }
+        })
+        .await
+    }
+
     /// True when ClickHouse answers a trivial query within `within`.
     pub async fn ping(&self, within: Duration) -> Result<(), ChError> {
         self.on_some_node(|client| async move {

@@ -59,6 +59,25 @@ pub fn check_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How long a credential reload waits for this node's replicas of `pipelines` and `tokens`.
+const CREDENTIALS_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// On a cluster, waits (briefly) until this node has every pipeline and token version written
+/// through any node: a token created through another node a moment ago is then known, and a
+/// revocation is seen here as soon as it is replicated, not when this node gets round to it.
+/// Best effort: when the node holding a new version is down, the reload goes on with what this
+/// node has, and says so (rate-limited).
+pub async fn sync_credentials(ch: &Clickhouse) {
+    if ch.cluster().is_none() {
+        return;
+    }
+    for table in ["pipelines", "tokens"] {
+        if let Err(error) = ch.sync_replica(&ch.table(table), CREDENTIALS_SYNC).await {
+            crate::events::writer::credentials_not_synced(table, &error);
+        }
+    }
+}
+
 pub async fn list_pipelines(ch: &Clickhouse) -> Result<Vec<PipelineRow>, StoreError> {
     let sql = format!(
         "SELECT ?fields FROM {} FINAL ORDER BY pipeline_id",
