@@ -30,6 +30,8 @@ pub mod verify;
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod model_tests_replicated;
 
 use std::path::PathBuf;
 use std::sync::Arc;
