@@ -39,6 +39,8 @@ ch_port=${HOOKHOUSE_LOCAL_CH_PORT:-8124}
 is_port "$ch_port" || die "HOOKHOUSE_LOCAL_CH_PORT must be a port number, not '$ch_port'"
 ch_port=$((10#$ch_port))
 ((ch_port + 1001 <= 65535)) || die "HOOKHOUSE_LOCAL_CH_PORT must be below 64535 (the nodes use ports up to it + 1001)"
+# This script's own settings: not the gateway's (it would warn about them).
+unset HOOKHOUSE_LOCAL_ZK_PORT HOOKHOUSE_LOCAL_CH_PORT
 listen=${HOOKHOUSE_LISTEN:-127.0.0.1:8080}
 gateway_url=http://${listen%:*}:${listen##*:}
 [[ "${listen%:*}" == 0.0.0.0 ]] && gateway_url=http://127.0.0.1:${listen##*:}
@@ -202,7 +204,9 @@ Count the rows on each node (the same on both):
   curl '$(node_url 0)/' --data-binary 'SELECT count() FROM hookhouse.pipeline_$pipeline_id'
   curl '$(node_url 1)/' --data-binary 'SELECT count() FROM hookhouse.pipeline_$pipeline_id'
 
-Stop node 1 (kill ${pids[1]}) and send again: the gateway fails over to node 2.
+Stop node 1 (kill ${pids[1]}) and send again: the gateway fails over to node 2. (An insert node 1
+took while it was shutting down is counted once, on node 1's disk: node 2 shows it once node 1
+is back, at the next run of this script.)
 Ctrl-C stops the gateway, both nodes and ZooKeeper.
 
 EOF
