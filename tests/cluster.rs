@@ -140,6 +140,15 @@ async fn migrate_makes_replicated_tables_on_every_node_once() {
     assert_eq!(cluster.node(1).count(columns).await, 9);
 }
 
+/// A gateway in this process on node `index` of `cluster`, failing over within its shard.
+async fn gateway_on(cluster: &LocalCluster, index: usize) -> common::Gateway {
+    common::Gateway::start(cluster.node(index), |s| {
+        s.clickhouse_url = cluster.urls_from(index);
+        s.clickhouse_cluster = Some(CLUSTER.into());
+    })
+    .await
+}
+
 /// Creates pipeline `name` and a token for it through node `index`; returns the ingest query.
 fn pipeline_and_token(cluster: &LocalCluster, index: usize, name: &str) -> (u64, String, String) {
     let created: serde_json::Value = serde_json::from_str(&cli(
@@ -175,11 +184,7 @@ async fn two_shards_spread_rows_and_answer_the_same_from_either_node() {
     let cluster = LocalCluster::start(2, 1);
     cli(&cluster, 0, &["migrate"]);
     let (id, key, token) = pipeline_and_token(&cluster, 1, "shards");
-    let gateway = common::Gateway::start(cluster.node(0), |s| {
-        s.clickhouse_url = cluster.urls_from(0);
-        s.clickhouse_cluster = Some(CLUSTER.into());
-    })
-    .await;
+    let gateway = gateway_on(&cluster, 0).await;
     let client = reqwest::Client::new();
     let query = format!("?pipeline_id={id}&key={key}&token={token}");
     let mut acked = Vec::new();
@@ -235,11 +240,7 @@ async fn a_retry_through_another_replica_lands_nothing_twice() {
     // would; a new one starts a second later (the supervisor's pause).
     fail::cfg("writer::landed", "1*panic").expect("fail point");
 
-    let gateway = common::Gateway::start(cluster.node(0), |s| {
-        s.clickhouse_url = cluster.urls_from(0);
-        s.clickhouse_cluster = Some(CLUSTER.into());
-    })
-    .await;
+    let gateway = gateway_on(&cluster, 0).await;
     let client = reqwest::Client::new();
     let query = format!("?pipeline_id={id}&key={key}&token={token}");
     let send = |from: usize, count: usize| {
@@ -444,11 +445,7 @@ async fn a_token_revoked_through_one_node_is_refused_on_the_other_within_10_s() 
     cli(&cluster, 0, &["migrate"]);
     // Created through A and used at once through B: B's gateway syncs its replica first.
     let (id, key, token) = pipeline_and_token(&cluster, 0, "revoke");
-    let gateway = common::Gateway::start(cluster.node(1), |s| {
-        s.clickhouse_url = cluster.urls_from(1);
-        s.clickhouse_cluster = Some(CLUSTER.into());
-    })
-    .await;
+    let gateway = gateway_on(&cluster, 1).await;
     let client = reqwest::Client::new();
     let query = format!("?pipeline_id={id}&key={key}&token={token}");
     let before = common::post(&client, &gateway.url(&query), "{}").await;

@@ -77,6 +77,7 @@ use std::collections::HashSet;
 use std::io;
 use std::time::{Duration, Instant};
 
+use super::backoff::Backoff;
 use super::plan::Plan;
 use super::retry::{Retry, Stopped};
 use crate::clickhouse::rows::Landing;
@@ -216,39 +217,54 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
                 };
                 // Whatever happened, some of it may have landed, or may land yet.
                 needs_check = true;
-                if matches!(error.0, clickhouse::error::Error::TimedOut) {
-                    self.timeout = (self.timeout * 2).min(MAX_INSERT_TIMEOUT);
+                if !self.refused(&error, &mut backoff, retry).await? {
+                    continue;
                 }
-                match error.failure() {
-                    Failure::Retryable => retry.pause("insert", &error, &mut backoff).await?,
-                    Failure::Permanent => match self.destination.drift().await {
-                        Err(error) => retry.pause("check", &error, &mut backoff).await?,
-                        Ok(Some(drift)) => {
-                            events::writer::tables_changed(&drift, &error);
-                            retry.pause("insert", &error, &mut backoff).await?;
-                        }
-                        Ok(None) if part.len() > 1 => {
-                            events::writer::clickhouse_failed("insert", error.kind(), &error, None);
-                            let right = part.split_off(part.len() / 2);
-                            parts.push(right);
-                            parts.push(part);
-                            break;
-                        }
-                        Ok(None) => {
-                            let row = &mut part[0];
-                            if row.reason == Some(Reason::InsertFailed.as_str()) {
-                                self.set_aside(row, &error, retry).await?;
-                                landed.set_aside += 1;
-                                break;
-                            }
-                            events::writer::poison_found(row.request_id, &error);
-                            row.reason = Some(Reason::InsertFailed.as_str());
-                        }
-                    },
+                if part.len() > 1 {
+                    events::writer::clickhouse_failed("insert", error.kind(), &error, None);
+                    let right = part.split_off(part.len() / 2);
+                    parts.push(right);
+                    parts.push(part);
+                    break;
                 }
+                let row = &mut part[0];
+                if row.reason == Some(Reason::InsertFailed.as_str()) {
+                    self.set_aside(row, &error, retry).await?;
+                    landed.set_aside += 1;
+                    break;
+                }
+                events::writer::poison_found(row.request_id, &error);
+                row.reason = Some(Reason::InsertFailed.as_str());
             }
         }
         Ok(landed)
+    }
+
+    /// After a failed insert: true when ClickHouse refused the rows for their content (poison:
+    /// split them), false once the pause a passing failure or a changed table calls for is over
+    /// (send again).
+    async fn refused(
+        &mut self,
+        error: &ChError,
+        backoff: &mut Backoff,
+        retry: &mut Retry,
+    ) -> Result<bool, Stopped> {
+        if matches!(error.0, clickhouse::error::Error::TimedOut) {
+            self.timeout = (self.timeout * 2).min(MAX_INSERT_TIMEOUT);
+        }
+        if error.failure() == Failure::Retryable {
+            retry.pause("insert", error, backoff).await?;
+            return Ok(false);
+        }
+        match self.destination.drift().await {
+            Err(check) => retry.pause("check", &check, backoff).await?,
+            Ok(Some(drift)) => {
+                events::writer::tables_changed(&drift, error);
+                retry.pause("insert", error, backoff).await?;
+            }
+            Ok(None) => return Ok(true),
+        }
+        Ok(false)
     }
 
     /// [`Self::land`] where the tables deduplicate inserts (see the module docs).
@@ -303,37 +319,24 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
                 continue;
             };
             needs_check = true;
-            if matches!(error.0, clickhouse::error::Error::TimedOut) {
-                self.timeout = (self.timeout * 2).min(MAX_INSERT_TIMEOUT);
+            if !self.refused(&error, &mut backoff, retry).await? {
+                continue;
             }
-            match error.failure() {
-                Failure::Retryable => retry.pause("insert", &error, &mut backoff).await?,
-                Failure::Permanent => match self.destination.drift().await {
-                    Err(error) => retry.pause("check", &error, &mut backoff).await?,
-                    Ok(Some(drift)) => {
-                        events::writer::tables_changed(&drift, &error);
-                        retry.pause("insert", &error, &mut backoff).await?;
-                    }
-                    // A refused insert landed nothing; its rows go on in new blocks, recorded
-                    // before they are sent.
-                    Ok(None) if sent.len() > 1 => {
-                        events::writer::clickhouse_failed("insert", error.kind(), &error, None);
-                        plan.split(part);
-                        self.store_plan(&plan, retry).await?;
-                    }
-                    Ok(None) => {
-                        if sent[0].reason == Some(Reason::InsertFailed.as_str()) {
-                            self.set_aside(&sent[0], &error, retry).await?;
-                            landed.set_aside += 1;
-                            part += 1;
-                            continue;
-                        }
-                        events::writer::poison_found(sent[0].request_id, &error);
-                        plan.reject(part, Reason::InsertFailed, &mut rows);
-                        self.store_plan(&plan, retry).await?;
-                    }
-                },
+            // A refused insert landed nothing; its rows go on in new blocks, recorded before
+            // they are sent.
+            if sent.len() > 1 {
+                events::writer::clickhouse_failed("insert", error.kind(), &error, None);
+                plan.split(part);
+            } else if sent[0].reason == Some(Reason::InsertFailed.as_str()) {
+                self.set_aside(&sent[0], &error, retry).await?;
+                landed.set_aside += 1;
+                part += 1;
+                continue;
+            } else {
+                events::writer::poison_found(sent[0].request_id, &error);
+                plan.reject(part, Reason::InsertFailed, &mut rows);
             }
+            self.store_plan(&plan, retry).await?;
         }
         Ok(landed)
     }
