@@ -277,8 +277,17 @@ async fn a_retry_through_another_replica_lands_nothing_twice() {
         "the writer delivered nothing through node B: {}",
         cluster.error_logs()
     );
-    // Let the retry and the next batch finish, then bring A back and let B fetch.
+    // Let the retry and the next batch finish: B took only the requests sent after A stopped
+    // (the retried block was dropped as a duplicate of A's), through a failover.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        b.count("SELECT count() FROM hookhouse.events").await,
+        40 - first,
+        "node B holds only what A did not take"
+    );
+    let metrics = common::scrape(gateway.port).await;
+    assert!(common::metric_value(&metrics, "hookhouse_clickhouse_failovers_total", "") >= 1.0);
+    // Bring A back and let B fetch.
     fail::remove("writer::landed");
     cluster.restart_node(0);
     cluster
