@@ -53,7 +53,9 @@
 //! 2. Identical input makes identical blocks: ClickHouse cuts an insert into blocks by the rows
 //!    it reads (`max_insert_block_size`, far above `BATCH_MAX_ROWS`), by partition (month of
 //!    `received_at`) and, through a `Distributed` table, by shard (`sipHash64` of the request id),
-//!    all functions of the rows; every column is sent (no `DEFAULT now()`).
+//!    all functions of the rows (and of the server's block settings, which an operator should
+//!    not change while a gateway has an unconfirmed batch); every column is sent (no
+//!    `DEFAULT now()`).
 //! 3. A block that may have landed is first looked for (by request ids, as in 3. above): if every
 //!    row shows, it is not sent again; otherwise the whole block is, never a subset, since it may
 //!    have landed in part (one month or one shard of it) and the rest is dropped as a duplicate.
