@@ -515,6 +515,12 @@ pub mod writer {
         counter!("hookhouse_writer_deaths_total").increment(1);
     }
 
+    /// `migrate` found this node without some of hookhouse's tables (added to the cluster, or
+    /// given an empty disk, after the migrations ran) and made them here.
+    pub fn tables_made_here(count: usize) {
+        tracing::warn!(count, "this node lacked hookhouse tables that the other nodes have: made them here; they fetch their rows from the other replicas");
+    }
+
     /// This node's replica of `table` (pipelines or tokens) could not be brought up to date
     /// before a credential reload: the reload uses what it has.
     pub fn credentials_not_synced(table: &str, error: &dyn std::fmt::Display) {

@@ -511,3 +511,56 @@ async fn a_token_revoked_through_one_node_is_refused_on_the_other_within_10_s() 
     }
     gateway.stop().await;
 }
+
+/// Issue 10: a node that comes after the migrations ran (here: one whose disk was emptied, so
+/// its replicas are gone from ZooKeeper too) gets every table from `migrate` run against it,
+/// with today's columns, and its replicas fetch the rows from the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_tables_gets_them_back_from_migrate() {
+    let cluster = LocalCluster::start(1, 2);
+    cli(&cluster, 0, &["migrate"]);
+    let (id, key, token) = pipeline_and_token(&cluster, 0, "rebuilt");
+    let gateway = gateway_on(&cluster, 0).await;
+    let client = reqwest::Client::new();
+    let query = format!("?pipeline_id={id}&key={key}&token={token}");
+    let mut acked = Vec::new();
+    for n in 0..30 {
+        let answer = common::post(&client, &gateway.url(&query), format!("{{\"n\":{n}}}")).await;
+        assert_eq!(answer.status, 200);
+        acked.push(answer.request_id().to_string());
+    }
+    let (lost, duplicated, _) =
+        common::verify_exactly_once(cluster.node(0), &acked, Duration::from_secs(20)).await;
+    assert_eq!((lost, duplicated), (0, 0));
+    gateway.stop().await;
+
+    let b = cluster.node(1);
+    let tables =
+        "SELECT name, engine FROM system.tables WHERE database = 'hookhouse' ORDER BY name";
+    let before = cluster.node(0).query(tables).await;
+    // Dropped on B alone: each replicated table leaves ZooKeeper's list of replicas.
+    b.query("DROP DATABASE hookhouse").await;
+    assert_eq!(b.query(tables).await, "");
+
+    cli(&cluster, 1, &["migrate"]);
+    assert_eq!(
+        b.query(tables).await,
+        before,
+        "node B has every table again"
+    );
+    let view = format!("SELECT count() FROM hookhouse.pipeline_{id}");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            b.count(&view).await == 30
+        })
+        .await,
+        "node B fetched the rows: {}",
+        cluster.error_logs()
+    );
+    let columns =
+        "SELECT count() FROM system.columns WHERE database = 'hookhouse' AND table = 'events'";
+    assert_eq!(b.count(columns).await, 9);
+    // And nothing more happens the next time.
+    let again = cli(&cluster, 1, &["migrate", "--json"]);
+    assert!(again.contains("\"applied\":[]"), "{again}");
+}

@@ -99,20 +99,7 @@ impl ClusterSchema {
     /// Statements it does not know are returned unchanged, which the migration test forbids.
     pub fn rewrite(&self, statement: &str) -> Vec<String> {
         if let Some(create) = CreateTable::parse(statement) {
-            let local = self.local_name(create.table);
-            let mut rest = create.rest.to_string();
-            if DATA_TABLES.contains(&create.table) {
-                rest.push_str(&format!(
-                    " SETTINGS replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
-                ));
-            }
-            return vec![format!(
-                "CREATE TABLE IF NOT EXISTS `{db}`.{local} {on} ({columns}) ENGINE = {engine}{rest}",
-                db = self.db,
-                on = self.on(),
-                columns = create.columns.join(", "),
-                engine = self.engine(create.table, create.engine),
-            )];
+            return vec![self.create(&create, &format!("{} ", self.on()), &create.columns)];
         }
         if let Some((table, column)) = add_column(statement) {
             return vec![format!(
@@ -123,6 +110,47 @@ impl ClusterSchema {
             )];
         }
         vec![statement.to_string()]
+    }
+
+    /// The replicated table a migration's `CREATE TABLE` makes, `on` (`ON CLUSTER …` or
+    /// nothing), with `columns`.
+    fn create(&self, create: &CreateTable<'_>, on: &str, columns: &[String]) -> String {
+        let local = self.local_name(create.table);
+        let mut rest = create.rest.to_string();
+        if DATA_TABLES.contains(&create.table) {
+            rest.push_str(&format!(
+                " SETTINGS replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+            ));
+        }
+        format!(
+            "CREATE TABLE IF NOT EXISTS `{db}`.{local} {on}({columns}) ENGINE = {engine}{rest}",
+            db = self.db,
+            columns = columns.join(", "),
+            engine = self.engine(create.table, create.engine),
+        )
+    }
+
+    /// For a node that lacks hookhouse's tables (added to the cluster, or given an empty disk,
+    /// after the migrations ran): the tables that `statements` (every migration, in order)
+    /// create and this node does not `have`, each made on this node alone with the columns it
+    /// has now on the others (a new replica must match the table's metadata in ZooKeeper, so
+    /// replaying the old `CREATE` and its `ALTER`s would not do). Each then fetches its rows
+    /// from the other replicas.
+    pub fn missing_here<'a>(
+        &self,
+        statements: impl IntoIterator<Item = &'a str> + Clone,
+        have: &[String],
+    ) -> Vec<String> {
+        let columns = columns_after(statements.clone());
+        statements
+            .into_iter()
+            .filter_map(CreateTable::parse)
+            .filter(|create| !have.contains(&self.local_name(create.table)))
+            .map(|create| {
+                let columns = columns.get(create.table).map_or(&create.columns, |c| c);
+                self.create(&create, "", columns)
+            })
+            .collect()
     }
 
     /// Drops and creates the `Distributed` table `table` with `columns`, on every node.
@@ -314,6 +342,23 @@ mod tests {
         assert!(schema(true)
             .create_tracking()
             .contains("ReplicatedMergeTree('/clickhouse/tables/all/hh/schema_migrations', '{shard}_{replica}')"));
+    }
+
+    #[test]
+    fn a_node_without_the_tables_gets_them_with_the_columns_they_have_now() {
+        let alter = "ALTER TABLE `hh`.events ADD COLUMN headers String DEFAULT '{}'";
+        let statements = [EVENTS, TOKENS, alter];
+        let have = ["tokens".to_string()];
+        let [events] = schema(true)
+            .missing_here(statements, &have)
+            .try_into()
+            .expect("only events is missing");
+        assert!(events.starts_with("CREATE TABLE IF NOT EXISTS `hh`.events_local (pipeline_id"));
+        assert!(!events.contains("ON CLUSTER"));
+        assert!(events.contains("headers String DEFAULT '{}') ENGINE = ReplicatedMergeTree("));
+        assert!(schema(true)
+            .missing_here(statements, &["events_local".into(), "tokens".into()])
+            .is_empty());
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub async fn migrate(ch: &Clickhouse) -> Result<Vec<u32>, ChError> {
         }
         applied.push((*version, *name));
     }
+    if let Some(schema) = &cluster {
+        make_missing_here(ch, schema).await?;
+    }
     if let Some(schema) = cluster.as_ref().filter(|s| s.sharded) {
         refresh_distributed(ch, schema, !applied.is_empty()).await?;
     }
@@ -167,11 +170,8 @@ const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Best effort: when a part cannot be fetched now (the only node holding it is down), the
 /// migrations run again, which every statement allows.
 async fn sync_replica(ch: &Clickhouse, table: &str) {
-    let sql = format!("SYSTEM SYNC REPLICA {table}");
-    match tokio::time::timeout(SYNC_WAIT, ch.execute(&sql)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, table, "cannot sync the replica; going on"),
-        Err(_) => tracing::warn!(table, "the replica did not sync within 10 s; going on"),
+    if let Err(error) = ch.sync_replica(table, SYNC_WAIT).await {
+        tracing::warn!(%error, table, "the replica did not sync within 10 s; going on");
     }
 }
 
@@ -187,6 +187,57 @@ async fn tracking_exists(ch: &Clickhouse) -> Result<bool, ChError> {
     );
     let rows: Vec<Count> = ch.fetch_all(&sql).await?;
     Ok(rows.first().is_some_and(|c| c.n == 1))
+}
+
+/// Gives the node `migrate` talks to the tables it lacks although the migrations ran: a node
+/// added to the cluster, or one given an empty disk, after they did (`ON CLUSTER` statements
+/// reached only the nodes of their time). Then every pipeline's view, which is made when the
+/// pipeline is. Nothing happens on a node that has them all: one `system.tables` read.
+async fn make_missing_here(ch: &Clickhouse, schema: &ClusterSchema) -> Result<(), ChError> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Name {
+        name: String,
+    }
+    let sql = format!(
+        "SELECT name FROM system.tables WHERE database = '{}'",
+        ch.database()
+    );
+    let have: Vec<String> = ch
+        .fetch_all::<Name>(&sql)
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    let all: Vec<String> = MIGRATIONS
+        .iter()
+        .flat_map(|(_, _, sql)| statements(sql, ch.database()))
+        .collect();
+    let missing = schema.missing_here(all.iter().map(String::as_str), &have);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    events::writer::tables_made_here(missing.len());
+    for statement in &missing {
+        ch.execute(statement).await?;
+    }
+    // The new replica of `pipelines` has its rows once it fetched them.
+    sync_replica(ch, &ch.table("pipelines")).await;
+    let pipelines = super::store::list_pipelines(ch)
+        .await
+        .map_err(store_error)?;
+    for pipeline in pipelines {
+        super::store::create_view(ch, pipeline.pipeline_id)
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(())
+}
+
+fn store_error(error: super::store::StoreError) -> ChError {
+    match error {
+        super::store::StoreError::Clickhouse(error) => error,
+        other => ChError(clickhouse::error::Error::Custom(other.to_string())),
+    }
 }
 
 /// Makes the `Distributed` tables again, on every node, when migrations were applied now or when
