@@ -51,7 +51,7 @@
 //!    signing changed meanwhile: otherwise a row could land in `events` by the first attempt and
 //!    in `rejected` by the retry.
 //! 2. Identical input makes identical blocks: ClickHouse cuts an insert into blocks by the rows
-//!    it reads (`max_insert_block_size`, far above `BATCH_MAX_ROWS`), by partition (month of
+//!    it reads (`max_insert_block_size`, by default far above `BATCH_MAX_ROWS`), by partition (month of
 //!    `received_at`) and, through a `Distributed` table, by shard (`sipHash64` of the request id),
 //!    all functions of the rows (and of the server's block settings, which an operator should
 //!    not change while a gateway has an unconfirmed batch); every column is sent (no
@@ -65,7 +65,7 @@
 //!
 //! The limit is ZooKeeper's memory: the data tables keep the ids of their last 10,000 blocks
 //! (`replicated_deduplication_window`, set by `migrate`; ClickHouse's default is 100) for up to a
-//! week. A retry after more than 10,000 other blocks went into the same table and shard (a
+//! week (`replicated_deduplication_window_seconds`, left at its default). A retry after more than 10,000 other blocks went into the same table and shard (a
 //! gateway or node away that long under heavy load) is still safe when the node asked shows the
 //! rows (step 3), but not when it shows none because it lags too: then the block lands twice.
 //! A data folder from a version without plans, or a damaged plan, falls back to sending the rows
