@@ -21,11 +21,13 @@ Subcommands:
   rss PID                        VmHWM and VmRSS of a process, in KiB, as JSON
   cpu NAME=PID...                CPU seconds used so far by each process and by the machine
   cpu-delta BEFORE AFTER         cores used by each between two `cpu` snapshots
+  dead-receiver PORT SECONDS     accept connections on PORT and never answer, for SECONDS at most
   report DIR MD JSON             assemble results into the markdown and JSON reports
 """
 
 import json
 import math
+import select
 import os
 import re
 import socket
@@ -116,6 +118,34 @@ def drain(url, sql, start, expected, seconds, poll=0.2):
             return {"reached": True, "first": first, "seconds": now, "count": count}
         time.sleep(poll)
     return {"reached": False, "first": first, "seconds": time.monotonic() - started, "count": count}
+
+
+def dead_receiver(port, seconds):
+    """A receiver that is there and never answers: it accepts every connection, reads and
+    discards what is sent, and writes nothing, so a sender waits for its own timeout. Closed
+    connections are let go; after `seconds` it exits, whatever happens."""
+    deadline = time.monotonic() + seconds
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    held = []
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([listener] + held, [], [], 1.0)
+        for sock in readable:
+            if sock is listener:
+                conn, _ = listener.accept()
+                held.append(conn)
+                continue
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                held.remove(sock)
+                sock.close()
+    for sock in held + [listener]:
+        sock.close()
 
 
 # --- the request body ----------------------------------------------------------------------------
@@ -528,6 +558,20 @@ def report(directory, md_path, json_path):
         "unsigned_rounds": unsigned,
         "signed_rounds": signed,
     }
+    quiet, notifying = wrk_rounds("unsubscribed"), wrk_rounds("subscribed")
+    q_rps = statistics.median([x["accepted_per_s"] for x in quiet]) if quiet else None
+    n_rps = statistics.median([x["accepted_per_s"] for x in notifying]) if notifying else None
+    notify_ratio = n_rps / q_rps if n_rps and q_rps else None
+    receivers = r.get("notify-receivers")
+    summary["notifications"] = {
+        "unsubscribed_accepted_per_s": q_rps,
+        "subscribed_accepted_per_s": n_rps,
+        "ratio": notify_ratio,
+        "unsubscribed_rounds": quiet,
+        "subscribed_rounds": notifying,
+        "notifier_rounds": {k[len("notify-"):]: v for k, v in r.items() if k.startswith("notify-") and k != "notify-receivers"},
+        "attempts_by_receiver": receivers,
+    }
     p99_half = rate_g.get("p99") if rate_g else None
     lag_p99 = lag.get("p99") if lag else None
     drain = backlog.get("drain_rows_per_s") if backlog else None
@@ -548,6 +592,7 @@ def report(directory, md_path, json_path):
         f"| backlog drain ({num(backlog.get('n') if backlog else None)} requests) | {num(drain)} rows/s | ≥ 100,000 rows/s | {verdict(drain, 100000, True)} |",
         f"| peak RSS of the gateway, any phase | {mib(peak_rss)} | ≤ 150 MiB | {verdict(peak_rss, 150 * 1024, False)} |",
         f"| throughput, GitHub-signed / unsigned pipeline | {num(signed_ratio, 2)}× ({num(s_rps)} / {num(u_rps)} req/s) | ≥ 0.9× | {verdict(signed_ratio, 0.9, True)} |",
+        f"| throughput, 3 subscriptions (1 dead) / none | {num(notify_ratio, 2)}× ({num(n_rps)} / {num(q_rps)} req/s) | ≥ 0.95× | {verdict(notify_ratio, 0.95, True)} |",
         "",
         "## Throughput (closed loop: wrk, 64 connections, 1 KiB JSON body, only 200s count)",
         "",
@@ -639,6 +684,37 @@ def report(directory, md_path, json_path):
                 f"{num(cu.get('gateway'), 2)} / {num(cu.get('clickhouse'), 2)} | {num(cs.get('gateway'), 2)} / {num(cs.get('clickhouse'), 2)} |"
             )
         lines.append(f"| **median** | **{num(u_rps)}** | **{num(s_rps)}** | | | | |")
+    if notifying:
+        lines += [
+            "",
+            "## Notifications (the same gateway and load pipeline; no active subscription, then three: two live receivers and a dead one)",
+            "",
+            "| round | none req/s | 3 subscriptions req/s | none non-200 | 3 subs non-200 | cores, none: gateway / machine | cores, 3 subs: gateway / machine | sent during 3 subs | waiting after |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for q, n in zip(quiet, notifying):
+            cq = (r.get(f"cpu-unsubscribed-{q['round']}") or {}).get("cores", {})
+            cn = (r.get(f"cpu-subscribed-{n['round']}") or {}).get("cores", {})
+            nn = r.get(f"notify-subscribed-{n['round']}") or {}
+            lines.append(
+                f"| {q['round']} | {num(q['accepted_per_s'])} | {num(n['accepted_per_s'])} | "
+                f"{q['non_2xx'] + q['socket_errors']} | {n['non_2xx'] + n['socket_errors']} | "
+                f"{num(cq.get('gateway'), 2)} / {num(cq.get('machine'), 2)} | {num(cn.get('gateway'), 2)} / {num(cn.get('machine'), 2)} | "
+                f"{num(nn.get('hookhouse_notifications_sent_total'))} | {num(nn.get('hookhouse_notifications_pending'))} |"
+            )
+        lines.append(f"| **median** | **{num(q_rps)}** | **{num(n_rps)}** | | | | | | |")
+        if receivers:
+            lines += [
+                "",
+                "Attempts kept in `notification_attempts` over the phase, by receiver: "
+                + "; ".join(
+                    f"{name}: {num(v.get('delivered'))} delivered of {num(v.get('attempts'))} attempts, "
+                    f"p50 {num(v.get('p50_ms'))} ms, max {num(v.get('max_ms'))} ms"
+                    for name, v in sorted(receivers.items())
+                )
+                + ". The dead receiver accepts connections and never answers: each attempt waits out the 10 s timeout "
+                "(attempts still waiting when the phase ended are not in the table yet).",
+            ]
     lines += ["", "## Landing lag (from the 200 to queryable in ClickHouse)", ""]
     if lag:
         lines.append(
@@ -740,6 +816,8 @@ def main(argv):
         cpu(args)
     elif command == "cpu-delta":
         cpu_delta(args[0], args[1])
+    elif command == "dead-receiver":
+        dead_receiver(int(args[0]), float(args[1]))
     elif command == "report":
         report(args[0], args[1], args[2])
     else:

@@ -16,6 +16,11 @@
 #   5. signed      the same gateway, a pipeline verifying GitHub signatures against one that does
 #                  not, alternating A B, both sent GitHub's headers with a fresh delivery id each;
 #                  the ratio of accepted requests/s (target: signed at least 0.9x unsigned).
+#   6. notifications the same gateway and load pipeline, alternating A B: A with no active
+#                  subscription, B with three on the load pipeline (events `*`): two live
+#                  receivers (`bare`, 200 at once) and a dead one (accepts, never answers); the
+#                  ratio of accepted requests/s (target: B at least 0.95x A). Fails if B delivered
+#                  no notification, or if A delivered any.
 #
 # Peak RSS of the gateway is taken in each phase (VmHWM, reset between phases). The summary is
 # printed and written to bench/results/latest.md, the raw numbers to bench/results/latest.json.
@@ -29,6 +34,8 @@
 #   BENCH_LAG_RATE=20        requests/s of the landing-lag sampler
 #   BENCH_TMPDIR=$TMPDIR     where the temporary folder goes (must not be tmpfs: fsync is measured)
 #   BENCH_KEEP=0             1 keeps the temporary folder (logs, data); a failed run always keeps it
+#   BENCH_PHASES=all         the phases to run, comma-separated: throughput, fixed-rate, backlog,
+#                            big-backlog, signed, notifications (fixed-rate needs throughput)
 #   CARGO_TARGET_DIR         honoured for the build
 #
 # Needs: cargo, python3, clickhouse-server, wrk and oha; the missing ones it installs (apt-get for
@@ -48,6 +55,9 @@ BENCH_BIG_BACKLOG=${BENCH_BIG_BACKLOG:-0}
 BENCH_LAG_RATE=${BENCH_LAG_RATE:-20}
 BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 BENCH_KEEP=${BENCH_KEEP:-0}
+ALL_PHASES=throughput,fixed-rate,backlog,big-backlog,signed,notifications
+BENCH_PHASES=${BENCH_PHASES:-all}
+[[ "$BENCH_PHASES" == all ]] && BENCH_PHASES=$ALL_PHASES
 OHA_VERSION=${OHA_VERSION:-}   # empty: the newest that `cargo install` finds
 
 NPROC=$(nproc)
@@ -55,6 +65,9 @@ WRK_THREADS=$NPROC
 DB=hookhouse
 # Every accepted request lands in `events` or `rejected`: the two together are what is queryable.
 LANDED_SQL="SELECT (SELECT count() FROM $DB.events) + (SELECT count() FROM $DB.rejected)"
+
+# phase_on NAME: whether BENCH_PHASES asks for phase NAME.
+phase_on() { [[ ",$BENCH_PHASES," == *",$1,"* ]]; }
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 fail() { log "FAILED: $*"; exit 1; }
@@ -211,16 +224,21 @@ start_gateway() {
     "${HELPER[@]}" wait-http "$GW_URL/readyz" 60 || fail "the gateway is not ready; see $WORK/gateway.log"
 }
 
+# wait_listen PORT LOGFILE: until something accepts connections on 127.0.0.1:PORT (10 s at most).
+wait_listen() {
+    local port=$1 logfile=$2 i
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    fail "nothing listens on $port; see $logfile"
+}
+
 start_bare() {
     BARE_PORT=$("${HELPER[@]}" free-port)
     BARE_URL="http://127.0.0.1:$BARE_PORT"
     spawn BARE_PID "$WORK/bare.log" "$BARE" --listen "127.0.0.1:$BARE_PORT"
-    local i
-    for ((i = 0; i < 100; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$BARE_PORT") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    fail "bare did not listen; see $WORK/bare.log"
+    wait_listen "$BARE_PORT" "$WORK/bare.log"
 }
 
 # admin ARGS...: a `hookhouse` command against our ClickHouse.
@@ -360,17 +378,120 @@ phase_signed() {
     BENCH_SECONDS=$saved
     # The check must have passed: a 401 is not a signed request accepted.
     [[ $(grep -c 'Non-2xx' "$WORK/wrk-signed-warmup.txt") == 0 ]] || fail "the signed pipeline refused its requests; see $WORK/wrk-signed-warmup.txt"
+    rss_reset
     for ((round = 1; round <= BENCH_ROUNDS; round++)); do
         wait_landed
         BENCH_GITHUB=1 run_wrk unsigned "$round" "$GW_URL$QUERY_LOAD"
         wait_landed
         BENCH_GITHUB=1 BENCH_SIGNATURE="$signature" run_wrk signed "$round" "$GW_URL$QUERY_SIGNED"
     done
+    rss_record signed
     wait_landed
     # Every signed request landed in `events` (none rejected: the writer checked them again).
     local rejected
     rejected=$("${HELPER[@]}" ch "$CH_URL" "SELECT count() FROM $DB.rejected WHERE pipeline_id = $PIPELINE_SIGNED")
     [[ "$rejected" == 0 ]] || fail "$rejected signed requests landed in rejected"
+}
+
+# --- phase 6: notifications ----------------------------------------------------------------------
+
+# The gateway reloads subscriptions every HOOKHOUSE_CREDENTIALS_REFRESH_MS (its default, 2 s: the
+# bench does not set it); after a change we wait that long and a margin before measuring.
+GATEWAY_REFRESH_MS=2000
+NOTIFY_SETTLE=$(((GATEWAY_REFRESH_MS + 2000) / 1000))
+
+# What the notifier did in a round (counters summed over their labels; the gauge is its value).
+NOTIFY_SERIES=(
+    hookhouse_notifications_sent_total hookhouse_notifications_failed_total
+    hookhouse_notification_retries_total hookhouse_notifications_dropped_total
+    hookhouse_notifications_pending
+)
+
+# set_subscriptions disable|enable: every subscription of phase 6, then time for the gateway to
+# have reloaded them.
+set_subscriptions() {
+    local id
+    for id in "${SUBSCRIPTIONS[@]}"; do
+        admin subscription "$1" --id "$id" >/dev/null || fail "subscription $1 --id $id failed; see $WORK/admin.log"
+    done
+    sleep "$NOTIFY_SETTLE"
+}
+
+# notify_round TARGET ROUND: a run_wrk on the load pipeline, with what the notifier did during it
+# in results/notify-TARGET-ROUND.json.
+notify_round() {
+    local target=$1 round=$2
+    "${HELPER[@]}" snap "$GW_URL/metrics" "${NOTIFY_SERIES[@]}" >"$WORK/notify-before.json"
+    run_wrk "$target" "$round" "$GW_URL$QUERY_LOAD"
+    "${HELPER[@]}" snap "$GW_URL/metrics" "${NOTIFY_SERIES[@]}" >"$WORK/notify-after.json"
+    python3 -c 'import json,sys; b,a=(json.load(open(p)) for p in sys.argv[1:]); print(json.dumps({k: a[k] if k.endswith("_pending") else a[k]-b[k] for k in a}))' \
+        "$WORK/notify-before.json" "$WORK/notify-after.json" >"$RES/notify-$target-$round.json"
+    log "$target round $round, notifier: $(cat "$RES/notify-$target-$round.json")"
+}
+
+# notified TARGET ROUND: notifications delivered during that round.
+notified() {
+    python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["hookhouse_notifications_sent_total"]))' \
+        "$RES/notify-$1-$2.json"
+}
+
+phase_notifications() {
+    log "phase 6: notifications, $BENCH_ROUNDS rounds of ${BENCH_SECONDS}s each, no active subscription and three (one dead) alternating"
+    # Two live receivers (bare answers 200 to a POST on any path) and a dead one, on loopback.
+    local live1_port live2_port dead_port live1_pid live2_pid dead_pid
+    live1_port=$("${HELPER[@]}" free-port)
+    live2_port=$("${HELPER[@]}" free-port)
+    dead_port=$("${HELPER[@]}" free-port)
+    spawn live1_pid "$WORK/receiver-live1.log" "$BARE" --listen "127.0.0.1:$live1_port"
+    spawn live2_pid "$WORK/receiver-live2.log" "$BARE" --listen "127.0.0.1:$live2_port"
+    # Bounded: it exits by itself well after the phase would have ended.
+    spawn dead_pid "$WORK/receiver-dead.log" "${HELPER[@]}" dead-receiver "$dead_port" \
+        $((BENCH_ROUNDS * 2 * (BENCH_SECONDS + NOTIFY_SETTLE + 320) + 120))
+    wait_listen "$live1_port" "$WORK/receiver-live1.log"
+    wait_listen "$live2_port" "$WORK/receiver-live2.log"
+    wait_listen "$dead_port" "$WORK/receiver-dead.log"
+    SUBSCRIPTIONS=()
+    local role name port json id
+    for role in live1:$live1_port live2:$live2_port dead:$dead_port; do
+        port=${role#*:}
+        json=$(admin subscription create --url "http://127.0.0.1:$port/hookhouse" --pipeline "$PIPELINE_LOAD" --event '*' --json) ||
+            fail "subscription create failed; see $WORK/admin.log"
+        id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["subscription_id"])' <<<"$json")
+        SUBSCRIPTIONS+=("$id")
+        name=${role%%:*}
+        printf -v "SUB_${name^^}" '%s' "$id"
+    done
+    local round sent
+    rss_reset
+    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+        set_subscriptions disable
+        wait_landed
+        notify_round unsubscribed "$round"
+        sent=$(notified unsubscribed "$round")
+        ((sent == 0)) || fail "round $round without active subscriptions delivered $sent notifications: the gateway did not see them disabled"
+        set_subscriptions enable
+        wait_landed
+        notify_round subscribed "$round"
+        sent=$(notified subscribed "$round")
+        ((sent > 0)) || fail "round $round with three subscriptions delivered no notification; see $WORK/gateway.log"
+    done
+    rss_record notifications
+    # Each live receiver got notifications: a 2xx of its own in notification_attempts.
+    local result
+    for role in live1 live2; do
+        id=SUB_${role^^}
+        result=$("${HELPER[@]}" wait-count "$CH_URL" \
+            "SELECT count() FROM $DB.notification_attempts WHERE subscription_id = '${!id}' AND status_code BETWEEN 200 AND 299" 1 30)
+        [[ "$result" == *'"reached": true'* ]] || fail "receiver $role got no notification: $result"
+    done
+    "${HELPER[@]}" ch "$CH_URL" "SELECT multiIf(subscription_id = '$SUB_LIVE1', 'live1', subscription_id = '$SUB_LIVE2', 'live2', 'dead') AS receiver, countIf(status_code BETWEEN 200 AND 299) AS delivered, count() AS attempts, round(quantile(0.5)(duration_ms)) AS p50_ms, max(duration_ms) AS max_ms FROM $DB.notification_attempts WHERE subscription_id IN ('$SUB_LIVE1', '$SUB_LIVE2', '$SUB_DEAD') GROUP BY receiver ORDER BY receiver FORMAT JSONEachRow" |
+        python3 -c 'import json,sys; print(json.dumps({r.pop("receiver"): {k: float(v) for k, v in r.items()} for r in map(json.loads, sys.stdin)}))' >"$RES/notify-receivers.json"
+    log "notification attempts by receiver: $(cat "$RES/notify-receivers.json")"
+    # Off again: the dead receiver is about to go, and nothing after this phase is measured with it.
+    set_subscriptions disable
+    stop_pid "$dead_pid"
+    stop_pid "$live2_pid"
+    stop_pid "$live1_pid"
 }
 
 phase_fixed_rate() {
@@ -486,12 +607,13 @@ out, rate = sys.argv[1], int(sys.argv[2])
 rest = sys.argv[3:]
 split = rest.index("--")
 settings = dict(kv.split("=", 1) for kv in rest[:split])
-for k in ("HOOKHOUSE_LISTEN", "HOOKHOUSE_CLICKHOUSE_URL", "HOOKHOUSE_DATA_DIR"):
+for k in ("HOOKHOUSE_LISTEN", "HOOKHOUSE_CLICKHOUSE_URL", "HOOKHOUSE_DATA_DIR", "HOOKHOUSE_SECRETS_KEY_FILE"):
     settings[k] = "(temporary)"
 settings.update({
     "BENCH_SECONDS": "$BENCH_SECONDS", "BENCH_ROUNDS": "$BENCH_ROUNDS",
     "BENCH_CONNECTIONS": "$BENCH_CONNECTIONS", "BENCH_BACKLOG": "$BENCH_BACKLOG",
     "BENCH_BIG_BACKLOG": "$BENCH_BIG_BACKLOG", "BENCH_LAG_RATE": "$BENCH_LAG_RATE",
+    "BENCH_PHASES": "$BENCH_PHASES",
     "wrk threads": "$WRK_THREADS", "body": "1024 bytes from $BODY_SOURCE",
     "gateway workers": "$NPROC (one per core)", "bare workers": "$NPROC (one per core)",
 })
@@ -523,6 +645,13 @@ report() {
 }
 
 main() {
+    local phase
+    for phase in ${BENCH_PHASES//,/ }; do
+        [[ ",$ALL_PHASES," == *",$phase,"* ]] || fail "BENCH_PHASES: no phase $phase (phases: $ALL_PHASES)"
+    done
+    if phase_on fixed-rate && ! phase_on throughput; then
+        fail "BENCH_PHASES: fixed-rate runs at half the rate that throughput measures; ask for both"
+    fi
     install_tools
     build
     make_workdir
@@ -532,12 +661,14 @@ main() {
     start_gateway
     start_bare
     make_body
-    phase_throughput
-    phase_fixed_rate
+    FIXED_RATE=0
+    if phase_on throughput; then phase_throughput; fi
+    if phase_on fixed-rate; then phase_fixed_rate; fi
     write_meta
-    phase_backlog backlog "$BENCH_BACKLOG"
-    phase_backlog big-backlog "$BENCH_BIG_BACKLOG"
-    phase_signed
+    if phase_on backlog; then phase_backlog backlog "$BENCH_BACKLOG"; fi
+    if phase_on big-backlog; then phase_backlog big-backlog "$BENCH_BIG_BACKLOG"; fi
+    if phase_on signed; then phase_signed; fi
+    if phase_on notifications; then phase_notifications; fi
     report
 }
 

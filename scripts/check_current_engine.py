@@ -248,6 +248,27 @@ def check_store(engine, results, failures):
     revoked = [row["revoked"] for row in results["tokens_latest"]]
     expect(failures, "revoked, of the scoped token and the revoked one", revoked, [0, 1])
 
+    # Notifications (CONTRACT §9): the latest version of a subscription, and an attempt.
+    fields = ["subscription_id", "url", "secret", "pipelines", "event_types", "active",
+              "disabled_reason", "deleted", "created_at", "version"]
+    latest = [[row[f] for f in fields] for row in results["subscriptions_latest"]]
+    listed = [[row[f] for f in fields] for row in results["subscriptions_listed"]]
+    expect(failures, "store.list_subscriptions (FINAL, decoded by hookhouse)", listed, latest)
+    direct = engine.rows(
+        "SELECT subscription_id, url, secret, pipelines, event_types, active, disabled_reason, "
+        f"deleted, toUInt32(created_at), version FROM `{db}`.subscriptions FINAL"
+    )
+    expect(failures, "subscriptions FINAL", direct, latest)
+    expect(failures, "a subscription disabled by its second version", [r[5] for r in direct], [0])
+    fields = ["subscription_id", "webhook_id", "type", "attempt", "status_code", "error",
+              "duration_ms", "attempted_at"]
+    want = [[row[f] for f in fields] for row in results["attempts"]]
+    direct = engine.rows(
+        "SELECT subscription_id, webhook_id, type, attempt, status_code, error, duration_ms, "
+        f"toUInt32(attempted_at) FROM `{db}`.notification_attempts"
+    )
+    expect(failures, "notification_attempts", direct, want)
+
 
 def check_rows(engine, results, failures):
     """Every row landed once, byte for byte, in the table its reason says; the presence query

@@ -47,5 +47,8 @@ scripts/check-current-engine.sh
 step "scripts/check-deploy.sh (deploy/: image, compose, Kubernetes, systemd, proxies)"
 HOOKHOUSE_CHECK_DEPLOY_PROFILE=debug scripts/check-deploy.sh
 
+step "scripts/install-receiver.sh (the notification tests' receiver: standardwebhooks from PyPI)"
+scripts/install-receiver.sh
+
 step "cargo test${*:+ $*}"
 cargo test "$@"

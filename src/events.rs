@@ -90,6 +90,30 @@ pub fn describe() {
             "hookhouse_writer_deaths_total",
             "Times the batch writer panicked and was started again.",
         ),
+        (
+            "hookhouse_notifications_sent_total",
+            "Notifications delivered (a 2xx within 10 s), by type.",
+        ),
+        (
+            "hookhouse_notifications_failed_total",
+            "Notifications given up after their retries, or answered 410, by type.",
+        ),
+        (
+            "hookhouse_notification_retries_total",
+            "Attempts to deliver a notification after its first.",
+        ),
+        (
+            "hookhouse_notifications_dropped_total",
+            "Notifications not sent: their subscription was disabled or deleted, or had notify_max_pending waiting, by reason.",
+        ),
+        (
+            "hookhouse_subscriptions_disabled_total",
+            "Subscriptions this gateway disabled: `gone` (410) or `failures` (20 in a row).",
+        ),
+        (
+            "hookhouse_notification_attempts_unrecorded_total",
+            "Attempts not kept in `notification_attempts` (ClickHouse away too long).",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, help);
@@ -110,9 +134,16 @@ pub fn describe() {
         "hookhouse_presence_checked_rows_total",
         "hookhouse_rows_undeliverable_total",
         "hookhouse_writer_deaths_total",
+        "hookhouse_notification_retries_total",
+        "hookhouse_notification_attempts_unrecorded_total",
     ] {
         counter!(name).increment(0);
     }
+    describe_gauge!(
+        "hookhouse_notifications_pending",
+        "Notifications waiting on this gateway to be delivered (queue depth), with open data.landed spans."
+    );
+    gauge!("hookhouse_notifications_pending").set(0.0);
     describe_gauge!(
         "hookhouse_wal_bytes",
         Unit::Bytes,
@@ -141,6 +172,10 @@ pub fn describe() {
         (
             "hookhouse_landing_lag_seconds",
             "From a request's 200 to its row being queryable.",
+        ),
+        (
+            "hookhouse_notification_delivery_seconds",
+            "From a notification's making to its delivery (retries included).",
         ),
     ];
     for (name, help) in histograms {
@@ -585,5 +620,118 @@ pub mod writer {
         if !applied.is_empty() {
             tracing::info!(?applied, "schema migrations applied");
         }
+    }
+}
+
+pub mod notify {
+    use super::*;
+
+    pub fn delivered(kind: &str, latency: Duration) {
+        counter!("hookhouse_notifications_sent_total", "type" => kind.to_owned()).increment(1);
+        histogram!("hookhouse_notification_delivery_seconds").record(latency.as_secs_f64());
+    }
+
+    /// An attempt that failed; `retry_in` is `None` when it was the last.
+    pub fn attempt_failed(
+        subscription_id: &str,
+        webhook_id: &str,
+        attempt: u32,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) {
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow("attempt_failed", Duration::from_secs(10)) {
+            tracing::warn!(
+                subscription_id,
+                webhook_id,
+                attempt,
+                error,
+                retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                suppressed,
+                "a notification was not delivered"
+            );
+        }
+    }
+
+    pub fn retried() {
+        counter!("hookhouse_notification_retries_total").increment(1);
+    }
+
+    pub fn given_up(subscription_id: &str, webhook_id: &str, kind: &str) {
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow("given_up", Duration::from_secs(10)) {
+            tracing::warn!(
+                subscription_id,
+                webhook_id,
+                kind,
+                suppressed,
+                "a notification failed every attempt; it is given up"
+            );
+        }
+        counter!("hookhouse_notifications_failed_total", "type" => kind.to_owned()).increment(1);
+    }
+
+    pub fn dropped(reason: &'static str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow(reason, Duration::from_secs(60)) {
+            tracing::warn!(reason, count, suppressed, "notifications dropped");
+        }
+        counter!("hookhouse_notifications_dropped_total", "reason" => reason).increment(count);
+    }
+
+    pub fn subscription_disabled(subscription_id: &str, reason: &'static str, why: &str) {
+        tracing::error!(
+            subscription_id,
+            why,
+            "subscription disabled; `hookhouse subscription enable` turns it on again"
+        );
+        counter!("hookhouse_subscriptions_disabled_total", "reason" => reason).increment(1);
+    }
+
+    pub fn secret_unreadable(subscription_id: &str, why: &str) {
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow("secret_unreadable", Duration::from_secs(60)) {
+            tracing::error!(
+                subscription_id,
+                why,
+                suppressed,
+                "this gateway cannot sign the subscription's notifications; they wait until it can"
+            );
+        }
+    }
+
+    pub fn attempts_unrecorded(count: u64, error: Option<&dyn std::fmt::Display>) {
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow("attempts_unrecorded", Duration::from_secs(60)) {
+            match error {
+                Some(error) => {
+                    tracing::warn!(%error, suppressed, "cannot keep notification attempts in ClickHouse; retrying")
+                }
+                None => tracing::warn!(
+                    count,
+                    suppressed,
+                    "notification attempts not kept in ClickHouse: too many waiting"
+                ),
+            }
+        }
+        counter!("hookhouse_notification_attempts_unrecorded_total").increment(count);
+    }
+
+    pub fn subscriptions_unloaded(error: &dyn std::fmt::Display) {
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow("subscriptions_unloaded", Duration::from_secs(60)) {
+            tracing::warn!(%error, suppressed, "cannot load subscriptions from ClickHouse; retrying");
+        }
+    }
+
+    pub fn outbox_failed(error: &dyn std::fmt::Display) {
+        tracing::error!(%error, "cannot write the notification outbox");
+    }
+
+    pub fn pending(waiting: usize) {
+        gauge!("hookhouse_notifications_pending").set(waiting as f64);
     }
 }

@@ -20,6 +20,7 @@ pub mod error_chain;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod notify;
 pub mod shutdown;
 pub mod signing;
 pub mod startup;

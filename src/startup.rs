@@ -98,7 +98,19 @@ impl Application {
             )),
             None => None,
         };
-        let credentials = Arc::new(SharedCredentials::new(secrets_key));
+        let credentials = Arc::new(SharedCredentials::new(secrets_key.clone()));
+        let notify = crate::notify::start(
+            ch.clone(),
+            secrets_key,
+            &settings.data_dir,
+            crate::notify::NotifyConfig {
+                backoff_scale: settings.notify_backoff_scale,
+                max_pending: settings.notify_max_pending as usize,
+                refresh: settings.credentials_refresh(),
+            },
+            shutdown.clone(),
+        )
+        .await?;
         tokio::spawn(refresh_credentials(
             credentials.clone(),
             ch.clone(),
@@ -148,6 +160,7 @@ impl Application {
                     shared.clone(),
                     checkpoint,
                     credentials.clone(),
+                    notify.clone(),
                     &writer_config,
                     retry,
                 )

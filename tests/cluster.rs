@@ -72,7 +72,7 @@ fn cli(cluster: &LocalCluster, index: usize, args: &[&str]) -> String {
 async fn migrate_makes_replicated_tables_on_every_node_once() {
     let cluster = LocalCluster::start(1, 2);
     let first = cli(&cluster, 0, &["migrate", "--json"]);
-    assert!(first.contains("\"applied\":[1,2]"), "{first}");
+    assert!(first.contains("\"applied\":[1,2,3]"), "{first}");
     let again = cli(&cluster, 1, &["migrate", "--json"]);
     assert!(again.contains("\"applied\":[]"), "{again}");
 
@@ -81,15 +81,16 @@ async fn migrate_makes_replicated_tables_on_every_node_once() {
     let on_a = cluster.node(0).query(engines).await;
     assert_eq!(
         on_a,
-        "events\tReplicatedMergeTree\npipelines\tReplicatedReplacingMergeTree\n\
-         rejected\tReplicatedMergeTree\nschema_migrations\tReplicatedMergeTree\n\
+        "events\tReplicatedMergeTree\nnotification_attempts\tReplicatedMergeTree\n\
+         pipelines\tReplicatedReplacingMergeTree\nrejected\tReplicatedMergeTree\n\
+         schema_migrations\tReplicatedMergeTree\nsubscriptions\tReplicatedReplacingMergeTree\n\
          tokens\tReplicatedReplacingMergeTree\n"
     );
     assert_eq!(cluster.node(1).query(engines).await, on_a);
     let versions = "SELECT version, count() FROM hookhouse.schema_migrations GROUP BY version ORDER BY version";
     assert!(
         eventually(Duration::from_secs(10), || async {
-            cluster.node(1).query(versions).await == "1\t1\n2\t1\n"
+            cluster.node(1).query(versions).await == "1\t1\n2\t1\n3\t1\n"
         })
         .await,
         "schema_migrations: {}",

@@ -33,7 +33,7 @@ use serde_json::{json, Map, Value};
 
 use hookhouse::clickhouse::client::QUERY_TIMEOUT;
 use hookhouse::clickhouse::migrate::{self, MIGRATIONS};
-use hookhouse::clickhouse::rows::{Landing, PipelineRow, TokenRow};
+use hookhouse::clickhouse::rows::{AttemptRow, Landing, PipelineRow, SubscriptionRow, TokenRow};
 use hookhouse::clickhouse::rows::{EVENT_COLUMNS, REJECTED_COLUMNS};
 use hookhouse::clickhouse::{sql, store, Clickhouse, Delivery};
 use hookhouse::credentials::Reason;
@@ -181,6 +181,57 @@ async fn admin(
     let revoke = store::revoke_token(ch, &everywhere.key);
     let revoked = step(recorder, "store.revoke_token", revoke).await?;
     let tokens = step(recorder, "store.list_tokens", store::list_tokens(ch)).await?;
+
+    // Notifications (CONTRACT §9): a subscription, a new version of it, and an attempt.
+    let subscription = SubscriptionRow {
+        subscription_id: "sub_0123456789abcdef0123456789abcdef".into(),
+        url: "https://receiver.example/hooks?a='b'".into(),
+        secret: key.seal_for_subscription(
+            "sub_0123456789abcdef0123456789abcdef",
+            &hookhouse::signing::Secret::new(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_vec()),
+        ),
+        pipelines: vec![open.pipeline_id],
+        event_types: vec!["data.landed".into(), "request.rejected".into()],
+        active: 1,
+        disabled_reason: String::new(),
+        deleted: 0,
+        created_at: 0,
+        version: 0,
+    };
+    let created = store::create_subscription(ch, subscription);
+    let created = step(recorder, "store.create_subscription", created).await?;
+    let disable = store::update_subscription(ch, &created.subscription_id, |row| {
+        row.active = 0;
+        row.disabled_reason = "the receiver answered 410 Gone".into();
+    });
+    step(recorder, "store.update_subscription", disable).await?;
+    // Written only while the subscription is still at the version judged: not again.
+    let stale = store::disable_subscription(ch, &created.subscription_id, created.version, "x");
+    let stale = step(recorder, "store.disable_subscription", stale).await?;
+    anyhow::ensure!(stale.is_none(), "disabled a subscription that changed");
+    let found = store::subscription(ch, &created.subscription_id);
+    let subscription = step(recorder, "store.subscription", found).await?;
+    let subscriptions = store::list_subscriptions(ch);
+    let subscriptions = step(recorder, "store.list_subscriptions", subscriptions).await?;
+    let attempt = AttemptRow {
+        subscription_id: created.subscription_id.clone(),
+        webhook_id: "msg_0123456789abcdef0123456789abcdef".into(),
+        kind: "data.landed".into(),
+        attempt: 2,
+        status_code: 503,
+        error: "the receiver answered 503".into(),
+        duration_ms: 12,
+        attempted_at: created.created_at,
+    };
+    let attempts = [attempt];
+    let recorded = store::insert_attempts(ch, &attempts);
+    step(recorder, "store.insert_attempts", recorded).await?;
+    results.insert("subscriptions_latest".into(), json!([subscription]));
+    results.insert(
+        "subscriptions_listed".into(),
+        serde_json::to_value(subscriptions)?,
+    );
+    results.insert("attempts".into(), serde_json::to_value(attempts)?);
 
     let versions: Vec<u32> = MIGRATIONS.iter().map(|(version, _, _)| *version).collect();
     results.insert("database".into(), ch.database().into());
@@ -527,7 +578,7 @@ fn unframe_lz4(mut body: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Answers that let the library go down every path: the one setting it asks about is known,
-/// and a pipeline or token it looks up exists. Everything else is zero rows.
+/// and a pipeline, token or subscription it looks up exists. Everything else is zero rows.
 fn canned(sql: &str) -> Vec<u8> {
     let mut out = Vec::new();
     if sql == sql::SERVER_FEATURES {
@@ -550,6 +601,19 @@ fn canned(sql: &str) -> Vec<u8> {
         put_string(&mut out, "canned");
         put_string(&mut out, &"0".repeat(64));
         out.push(0);
+        out.push(0);
+        out.extend(0u32.to_le_bytes());
+        out.extend(1u64.to_le_bytes());
+    } else if let Some(id) = after(sql, "FINAL WHERE subscription_id = '") {
+        // SubscriptionRow: subscription_id, url, secret, pipelines (empty), event_types
+        // (empty), active, disabled_reason, deleted, created_at, version.
+        put_string(&mut out, id.trim_end_matches('\''));
+        put_string(&mut out, "https://receiver.example/");
+        put_string(&mut out, "v1:canned");
+        out.push(0);
+        out.push(0);
+        out.push(1);
+        put_string(&mut out, "");
         out.push(0);
         out.extend(0u32.to_le_bytes());
         out.extend(1u64.to_le_bytes());

@@ -14,6 +14,7 @@ use crate::ingest::RequestId;
 use crate::{events, startup, telemetry, Application};
 
 mod signed;
+mod subscriptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +52,48 @@ pub enum Command {
     /// Check rejected requests again and move those that now pass.
     #[command(subcommand)]
     Rejected(Box<RejectedCommand>),
+    /// Tell other systems when data lands: signed webhooks to a URL (Standard Webhooks).
+    #[command(subcommand)]
+    Subscription(SubscriptionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionCommand {
+    /// Subscribe a URL to notifications; prints its id and signing secret (once). Needs
+    /// HOOKHOUSE_SECRETS_KEY_FILE.
+    Create {
+        /// Where notifications are POSTed (http:// or https://).
+        #[arg(long)]
+        url: String,
+        /// Only this pipeline's events; repeat for several. None: every pipeline.
+        #[arg(long = "pipeline", value_name = "ID")]
+        pipelines: Vec<u64>,
+        /// data.landed, request.rejected, ping or * (all, the default); repeat for several.
+        #[arg(long = "event", value_name = "TYPE")]
+        events: Vec<String>,
+    },
+    /// List subscriptions (never their secrets).
+    List,
+    /// Stop sending to a subscription.
+    Disable {
+        #[arg(long)]
+        id: String,
+    },
+    /// Send to a subscription again; its count of failed notifications starts from 0.
+    Enable {
+        #[arg(long)]
+        id: String,
+    },
+    /// Remove a subscription; what was waiting for it is dropped.
+    Delete {
+        #[arg(long)]
+        id: String,
+    },
+    /// Send a `ping` now and print the receiver's answer (exit code 1 unless it is a 2xx).
+    Test {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 since,
             } => signed::replay(pipeline, reason, since, &settings, cli.json).await,
         },
+        Command::Subscription(command) => subscriptions::run(command, &settings, cli.json).await,
     }
 }
 

@@ -218,7 +218,7 @@ fn read_secret(file: &Path) -> anyhow::Result<Secret> {
 }
 
 /// The key from HOOKHOUSE_SECRETS_KEY_FILE, which sealing a secret needs.
-fn secrets_key(settings: &Settings) -> anyhow::Result<SecretsKey> {
+pub(super) fn secrets_key(settings: &Settings) -> anyhow::Result<SecretsKey> {
     let Some(path) = &settings.secrets_key_file else {
         bail!("HOOKHOUSE_SECRETS_KEY_FILE is not set: secrets are stored sealed under its key; create one with `openssl rand -base64 32 > secrets.key` and point HOOKHOUSE_SECRETS_KEY_FILE at it (every gateway needs the same file)");
     };

@@ -321,10 +321,21 @@ impl Clickhouse {
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite,
     {
+        self.insert_all(table, std::slice::from_ref(row)).await
+    }
+
+    /// Inserts rows in one synchronous insert (on the next node after a connection failure,
+    /// for the insert after this one).
+    pub(crate) async fn insert_all<T>(&self, table: &str, rows: &[T]) -> Result<(), ChError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
         let node = self.node();
         let result = async {
             let mut insert = self.insert::<T>(table, None, QUERY_TIMEOUT).await?;
-            insert.write(row).await?;
+            for row in rows {
+                insert.write(row).await?;
+            }
             insert.end().await?;
             Ok(())
         }

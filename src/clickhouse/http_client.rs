@@ -133,7 +133,7 @@ struct Untrusted(#[source] BoxError);
 
 /// The operating system's CA certificates (on Debian, what `ca-certificates` keeps in
 /// /etc/ssl/certs); what cannot be read is logged, not fatal: the CA file may be all it takes.
-fn system_roots() -> RootCertStore {
+pub(crate) fn system_roots() -> RootCertStore {
     let found = rustls_native_certs::load_native_certs();
     for error in &found.errors {
         tracing::warn!(%error, "cannot read some of the system's CA certificates");

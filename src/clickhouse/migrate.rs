@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "signed_senders",
         include_str!("../../schema/0002_signed_senders.sql"),
     ),
+    (
+        3,
+        "notifications",
+        include_str!("../../schema/0003_notifications.sql"),
+    ),
 ];
 
 /// What `ADD COLUMN` answers for a column that exists: ILLEGAL_COLUMN (44) on 18.16,

@@ -65,6 +65,57 @@ pub struct TokenRow {
     pub version: u64,
 }
 
+/// A version of a notification subscription (CONTRACT §9); the highest version is its state.
+/// `Debug` shows neither the sealed secret nor the URL's path and query (they may hold a
+/// receiver's credentials).
+#[derive(Clone, Row, Serialize, Deserialize)]
+pub struct SubscriptionRow {
+    pub subscription_id: String,
+    pub url: String,
+    /// The `whsec_…` secret, sealed (`crate::signing::SecretsKey::seal_for_subscription`).
+    pub secret: String,
+    /// Empty: every pipeline.
+    pub pipelines: Vec<u64>,
+    pub event_types: Vec<String>,
+    pub active: u8,
+    /// Why it was disabled (by an operator, a 410, or failures); empty while active.
+    pub disabled_reason: String,
+    pub deleted: u8,
+    pub created_at: u32,
+    pub version: u64,
+}
+
+impl std::fmt::Debug for SubscriptionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionRow")
+            .field("subscription_id", &self.subscription_id)
+            .field("url", &crate::notify::message::shown_url(&self.url))
+            .field("secret", &"<sealed>")
+            .field("pipelines", &self.pipelines)
+            .field("event_types", &self.event_types)
+            .field("active", &self.active)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("deleted", &self.deleted)
+            .field("created_at", &self.created_at)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// One attempt to deliver a notification.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct AttemptRow {
+    pub subscription_id: String,
+    pub webhook_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub attempt: u32,
+    pub status_code: u16,
+    pub error: String,
+    pub duration_ms: u32,
+    pub attempted_at: u32,
+}
+
 /// A request found in `events` or `rejected` (`hookhouse request show`).
 #[derive(Debug, Row, Deserialize)]
 pub struct RequestOutcomeRow {
@@ -109,6 +160,9 @@ pub struct DeliveryRow {
 /// what the writer's steps pass to ClickHouse, borrowing from the log record where they can.
 #[derive(Debug, Clone)]
 pub struct Landing<'a> {
+    /// The log record's sequence number (0 for a row that does not come from this gateway's
+    /// log, such as a replayed one).
+    pub seq: u64,
     pub pipeline_id: u64,
     pub request_id: &'a str,
     pub accepted_at: f64,
@@ -135,6 +189,7 @@ impl<'a> Landing<'a> {
         body: Cow<'a, str>,
     ) -> Landing<'a> {
         Landing {
+            seq: 0,
             pipeline_id,
             request_id,
             accepted_at,

@@ -7,7 +7,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::client::{ChError, Clickhouse};
-use super::rows::{PipelineRow, RejectedReadRow, RequestIdRow, RequestOutcomeRow, TokenRow};
+use super::rows::{
+    AttemptRow, PipelineRow, RejectedReadRow, RequestIdRow, RequestOutcomeRow, SubscriptionRow,
+    TokenRow,
+};
 use super::sql;
 use crate::ingest::{Key, PipelineId, Token};
 
@@ -19,6 +22,8 @@ pub enum StoreError {
     NoSuchPipeline(u64),
     #[error("no token with key {0}")]
     NoSuchKey(String),
+    #[error("no subscription with id {0}")]
+    NoSuchSubscription(String),
     #[error("{0}")]
     Invalid(String),
     /// Nothing to do: the key was revoked before (its row, unchanged).
@@ -382,4 +387,84 @@ async fn mutable_table(ch: &Clickhouse, table: &str) -> Result<String, StoreErro
         .is_some_and(|c| c.n > 0);
     let name = if sharded { local.as_str() } else { table };
     Ok(format!("{}{}", ch.table(name), ch.on_cluster()))
+}
+
+/// Every subscription's current version, deleted ones included (a gateway drops what it holds
+/// for them), oldest first.
+pub async fn list_subscriptions(ch: &Clickhouse) -> Result<Vec<SubscriptionRow>, StoreError> {
+    let sql = format!(
+        "SELECT ?fields FROM {} FINAL ORDER BY created_at, subscription_id",
+        ch.table("subscriptions")
+    );
+    Ok(ch.fetch_all(&sql).await?)
+}
+
+/// A subscription as stored now; a deleted one is no subscription.
+pub async fn subscription(ch: &Clickhouse, id: &str) -> Result<SubscriptionRow, StoreError> {
+    let sql = format!(
+        "SELECT ?fields FROM {} FINAL WHERE subscription_id = {}",
+        ch.table("subscriptions"),
+        sql::quote(id)
+    );
+    let rows: Vec<SubscriptionRow> = ch.fetch_all(&sql).await?;
+    rows.into_iter()
+        .find(|row| row.deleted == 0)
+        .ok_or_else(|| StoreError::NoSuchSubscription(id.to_owned()))
+}
+
+/// Stores a new subscription (its first version).
+pub async fn create_subscription(
+    ch: &Clickhouse,
+    mut row: SubscriptionRow,
+) -> Result<SubscriptionRow, StoreError> {
+    for id in &row.pipelines {
+        pipeline(ch, *id).await?;
+    }
+    row.created_at = now_secs();
+    row.version = next_version(0);
+    ch.insert_one(&ch.table("subscriptions"), &row).await?;
+    Ok(row)
+}
+
+/// Stores a new version of a subscription: its current row, changed by `change`.
+pub async fn update_subscription(
+    ch: &Clickhouse,
+    id: &str,
+    change: impl FnOnce(&mut SubscriptionRow),
+) -> Result<SubscriptionRow, StoreError> {
+    let mut row = subscription(ch, id).await?;
+    change(&mut row);
+    row.version = next_version(row.version);
+    ch.insert_one(&ch.table("subscriptions"), &row).await?;
+    Ok(row)
+}
+
+/// Disables a subscription for `why`, unless it changed since `version` (an operator enabled,
+/// disabled or deleted it meanwhile: their word stands). `None` when nothing was written.
+pub async fn disable_subscription(
+    ch: &Clickhouse,
+    id: &str,
+    version: u64,
+    why: &str,
+) -> Result<Option<SubscriptionRow>, StoreError> {
+    let mut row = match subscription(ch, id).await {
+        Ok(row) => row,
+        Err(StoreError::NoSuchSubscription(_)) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    if row.version != version || row.active == 0 {
+        return Ok(None);
+    }
+    row.active = 0;
+    row.disabled_reason = why.to_owned();
+    row.version = next_version(row.version);
+    ch.insert_one(&ch.table("subscriptions"), &row).await?;
+    Ok(Some(row))
+}
+
+/// Keeps attempts to deliver notifications in `notification_attempts`.
+pub async fn insert_attempts(ch: &Clickhouse, rows: &[AttemptRow]) -> Result<(), StoreError> {
+    Ok(ch
+        .insert_all(&ch.table("notification_attempts"), rows)
+        .await?)
 }

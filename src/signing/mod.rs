@@ -24,4 +24,4 @@ pub use describe::{describe, slack_challenge, Described};
 pub use filter::{EventFilter, FilterError};
 pub use scheme::{Algorithm, Encoding, HmacOptions, Locator, Scheme, SchemeError};
 pub use secrets::{KeyError, SecretsKey};
-pub use verify::{verify, Secret, SignatureError};
+pub use verify::{sign_standard, verify, Secret, SignatureError};

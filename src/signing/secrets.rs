@@ -26,6 +26,8 @@ const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Binds a sealed secret to this use and to its pipeline.
 const CONTEXT: &[u8] = b"hookhouse pipeline secret v1\0";
+/// Binds a sealed secret to notification signing and to its subscription.
+const SUBSCRIPTION_CONTEXT: &[u8] = b"hookhouse subscription secret v1\0";
 
 /// The key that seals and opens pipelines' secrets. `Debug` is redacted.
 #[derive(Clone)]
@@ -49,6 +51,8 @@ pub enum KeyError {
     UnknownFormat,
     #[error("the stored secret of pipeline {pipeline_id} does not open with this secrets key: the key file differs from the one that sealed it, or the secret was copied from another pipeline or damaged")]
     CannotOpen { pipeline_id: u64 },
+    #[error("the stored secret of subscription {subscription_id} does not open with this secrets key: the key file differs from the one that sealed it")]
+    CannotOpenSubscription { subscription_id: String },
 }
 
 impl SecretsKey {
@@ -81,12 +85,45 @@ impl SecretsKey {
     /// Seals `secret` for `pipeline_id`; every call draws a new nonce, so sealing the same secret
     /// twice gives two different texts.
     pub fn seal(&self, pipeline_id: u64, secret: &Secret) -> String {
+        self.seal_bound(&pipeline_data(pipeline_id), secret)
+    }
+
+    /// Opens what [`SecretsKey::seal`] made for the same pipeline under the same key; anything
+    /// else (another key, another pipeline, a changed byte) is an error.
+    pub fn open(&self, pipeline_id: u64, sealed: &str) -> Result<Secret, KeyError> {
+        self.open_bound(&pipeline_data(pipeline_id), sealed)
+            .map_err(|error| match error {
+                KeyError::UnknownFormat => error,
+                _ => KeyError::CannotOpen { pipeline_id },
+            })
+    }
+
+    /// Seals a notification subscription's signing secret (CONTRACT §9), bound to its id.
+    pub fn seal_for_subscription(&self, subscription_id: &str, secret: &Secret) -> String {
+        self.seal_bound(&subscription_data(subscription_id), secret)
+    }
+
+    /// Opens what [`SecretsKey::seal_for_subscription`] made for the same subscription.
+    pub fn open_for_subscription(
+        &self,
+        subscription_id: &str,
+        sealed: &str,
+    ) -> Result<Secret, KeyError> {
+        self.open_bound(&subscription_data(subscription_id), sealed)
+            .map_err(|error| match error {
+                KeyError::UnknownFormat => error,
+                _ => KeyError::CannotOpenSubscription {
+                    subscription_id: subscription_id.to_owned(),
+                },
+            })
+    }
+
+    fn seal_bound(&self, aad: &[u8], secret: &Secret) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill(&mut nonce);
-        let aad = associated_data(pipeline_id);
         let payload = Payload {
             msg: secret.expose(),
-            aad: &aad,
+            aad,
         };
         let sealed = self
             .0
@@ -98,33 +135,40 @@ impl SecretsKey {
         format!("{VERSION}{}", base64_encode(&blob))
     }
 
-    /// Opens what [`SecretsKey::seal`] made for the same pipeline under the same key; anything
-    /// else (another key, another pipeline, a changed byte) is an error.
-    pub fn open(&self, pipeline_id: u64, sealed: &str) -> Result<Secret, KeyError> {
+    /// Opens a sealed text bound to `aad`: `UnknownFormat` for a text that is not one, and
+    /// `CannotOpen` (which the callers rename for what it was for) for any other failure.
+    fn open_bound(&self, aad: &[u8], sealed: &str) -> Result<Secret, KeyError> {
         let encoded = sealed
             .strip_prefix(VERSION)
             .ok_or(KeyError::UnknownFormat)?;
-        let cannot_open = KeyError::CannotOpen { pipeline_id };
-        let blob = base64_any(encoded.as_bytes()).ok_or(KeyError::CannotOpen { pipeline_id })?;
+        let cannot_open = || KeyError::CannotOpen { pipeline_id: 0 };
+        let blob = base64_any(encoded.as_bytes()).ok_or_else(cannot_open)?;
         if blob.len() < NONCE_LEN + TAG_LEN {
-            return Err(cannot_open);
+            return Err(cannot_open());
         }
         let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
-        let aad = associated_data(pipeline_id);
         let payload = Payload {
             msg: ciphertext,
-            aad: &aad,
+            aad,
         };
         match self.0.decrypt(Nonce::from_slice(nonce), payload) {
             Ok(plaintext) => Ok(Secret::new(plaintext)),
-            Err(_) => Err(cannot_open),
+            Err(_) => Err(cannot_open()),
         }
     }
 }
 
-fn associated_data(pipeline_id: u64) -> Vec<u8> {
+fn pipeline_data(pipeline_id: u64) -> Vec<u8> {
     let mut aad = CONTEXT.to_vec();
     aad.extend_from_slice(&pipeline_id.to_be_bytes());
+    aad
+}
+
+/// A different context from pipelines': a sealed pipeline secret never opens as a
+/// subscription's, nor the other way round.
+fn subscription_data(subscription_id: &str) -> Vec<u8> {
+    let mut aad = SUBSCRIPTION_CONTEXT.to_vec();
+    aad.extend_from_slice(subscription_id.as_bytes());
     aad
 }
 

@@ -169,6 +169,16 @@ fn standard_key(secret: &Secret) -> Cow<'_, [u8]> {
     }
 }
 
+/// Signs an outgoing notification the Standard Webhooks way (CONTRACT §9): the value of its
+/// `webhook-signature` header, `v1,<base64>`, over `{id}.{timestamp}.{body}` with the key inside
+/// `secret` (`whsec_<base64>`). [`verify`] with [`Scheme::Standard`] accepts what this makes.
+pub fn sign_standard(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    let message = [id.as_bytes(), b".", ts.as_bytes(), b".", body];
+    let signature = mac(Algorithm::Sha256, &standard_key(secret), &message);
+    format!("v1,{}", super::codec::base64_encode(&signature))
+}
+
 /// `t=<unix>,v1=<hex>[,v1=<hex>…]` (other schemes' entries, such as `v0=`, are ignored).
 fn stripe_header(value: &str) -> Result<(&str, Vec<Vec<u8>>), SignatureError> {
     let mut t = None;
@@ -374,6 +384,16 @@ mod tests {
             verify_text(&Scheme::Github, GITHUB_SECRET, &pairs, GITHUB_BODY, 0.0),
             Ok(())
         );
+    }
+
+    #[test]
+    fn notifications_are_signed_as_the_published_standard_webhooks_vector() {
+        let secret = Secret::new(b"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".to_vec());
+        let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+        let signature = sign_standard(&secret, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body);
+        assert_eq!(signature, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
+        let other = sign_standard(&secret, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367554, body);
+        assert_ne!(signature, other);
     }
 
     #[test]

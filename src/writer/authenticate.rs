@@ -62,6 +62,7 @@ pub fn landing(record: &Record) -> Landing<'_> {
         record.key.to_string(),
         stored_body(&record.body, record.form),
     );
+    row.seq = record.seq;
     row.received_at = record.accepted_at.whole_secs();
     row.headers = &record.headers;
     if record.form == BodyForm::FormPayload {

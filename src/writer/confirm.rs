@@ -1,5 +1,5 @@
-//! Step 4: the batch is in ClickHouse. Move the checkpoint past it, free the log segments that
-//! are now wholly delivered, and count what landed.
+//! Step 7: the batch is in ClickHouse. Tell the notifier what landed, move the checkpoint past
+//! the batch, free the log segments that are now wholly delivered, and count what landed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,13 +10,30 @@ use super::exactly_once::Landed;
 use super::retry::{Retry, Stopped};
 use crate::events;
 use crate::ingest::AcceptedAt;
+use crate::notify::{Facts, Notify};
 use crate::wal::{self, Record};
+
+/// Hands what landed to the notifier and returns once its outbox holds it: the checkpoint may
+/// not pass a batch whose notifications a crash could lose (CONTRACT §9).
+pub async fn tell(notify: &Notify, landed: &Landed<'_>, retry: &mut Retry) -> Result<(), Stopped> {
+    if !notify.wanted() {
+        return Ok(());
+    }
+    let facts = Facts::of(&landed.confirmed);
+    let mut backoff = Retry::backoff();
+    while let Err(error) = notify.tell(facts.clone()).await {
+        retry
+            .pause_disk("notification outbox", &error, &mut backoff)
+            .await?;
+    }
+    Ok(())
+}
 
 pub async fn confirm(
     disk: &mut WriterDisk,
     shared: &Arc<wal::Shared>,
     batch: &[Record],
-    landed: &Landed,
+    landed: &Landed<'_>,
     started: Instant,
     retry: &mut Retry,
 ) -> Result<(), Stopped> {

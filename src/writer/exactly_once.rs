@@ -121,9 +121,9 @@ pub trait LocalDisk {
     async fn store_plan(&mut self, plan: &Plan) -> io::Result<()>;
 }
 
-/// What one batch came to, for counting.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Landed {
+/// What one batch came to, for counting and for notifications.
+#[derive(Debug, Default, PartialEq)]
+pub struct Landed<'a> {
     /// Rows inserted into `events` now.
     pub events: usize,
     /// Rows inserted into `rejected` now, each with its reason.
@@ -132,6 +132,34 @@ pub struct Landed {
     pub already_present: usize,
     /// Rows kept in `undeliverable/`.
     pub set_aside: usize,
+    /// Every row ClickHouse now holds, inserted now or found there, in no particular order
+    /// (`data.landed` and `request.rejected` are told from these by log sequence, CONTRACT §9).
+    pub confirmed: Vec<Confirmed<'a>>,
+}
+
+/// A row of the batch that ClickHouse has confirmed holding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confirmed<'a> {
+    /// The record's sequence number in the log.
+    pub seq: u64,
+    pub pipeline_id: u64,
+    pub request_id: &'a str,
+    pub accepted_at: f64,
+    /// `None`: in `events`. A row found already present is told with the reason it was sent
+    /// with (ClickHouse is asked which ids it holds, not in which table).
+    pub reason: Option<&'static str>,
+}
+
+impl<'a> Confirmed<'a> {
+    fn of(row: &Landing<'a>) -> Confirmed<'a> {
+        Confirmed {
+            seq: row.seq,
+            pipeline_id: row.pipeline_id,
+            request_id: row.request_id,
+            accepted_at: row.accepted_at,
+            reason: row.reason,
+        }
+    }
 }
 
 /// A request that landed in `rejected`: what an operator needs to find it (never the token).
@@ -183,13 +211,13 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
     }
 
     /// Lands `rows`, the records `first_seq..=last_seq` of the log, exactly once.
-    pub async fn land(
+    pub async fn land<'a>(
         &mut self,
         first_seq: u64,
         last_seq: u64,
-        rows: Vec<Landing<'_>>,
+        rows: Vec<Landing<'a>>,
         retry: &mut Retry,
-    ) -> Result<Landed, Stopped> {
+    ) -> Result<Landed<'a>, Stopped> {
         if self.identical.is_some() {
             return self
                 .land_identically(first_seq, last_seq, rows, retry)
@@ -270,13 +298,13 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
     }
 
     /// [`Self::land`] where the tables deduplicate inserts (see the module docs).
-    async fn land_identically(
+    async fn land_identically<'a>(
         &mut self,
         first_seq: u64,
         last_seq: u64,
-        mut rows: Vec<Landing<'_>>,
+        mut rows: Vec<Landing<'a>>,
         retry: &mut Retry,
-    ) -> Result<Landed, Stopped> {
+    ) -> Result<Landed<'a>, Stopped> {
         let mut landed = Landed::default();
         let mut needs_check = first_seq <= self.check_through;
         let stored = self.identical.as_mut().and_then(|i| i.stored.take());
@@ -351,7 +379,7 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
         &mut self,
         block: Vec<Landing<'a>>,
         exact: bool,
-        landed: &mut Landed,
+        landed: &mut Landed<'a>,
         retry: &mut Retry,
     ) -> Result<Option<Vec<Landing<'a>>>, Stopped> {
         let mut backoff = Retry::backoff();
@@ -366,10 +394,10 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
             return Ok(Some(block));
         }
         let before = block.len();
-        let rest: Vec<Landing> = block
+        let (found, rest): (Vec<Landing>, Vec<Landing>) = block
             .into_iter()
-            .filter(|r| !present.contains(r.request_id))
-            .collect();
+            .partition(|r| present.contains(r.request_id));
+        landed.confirmed.extend(found.iter().map(Confirmed::of));
         events::writer::duplicates_skipped(before - rest.len());
         landed.already_present += before - rest.len();
         Ok((!rest.is_empty()).then_some(rest))
@@ -420,7 +448,7 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
     async fn missing<'a>(
         &mut self,
         part: Vec<Landing<'a>>,
-        landed: &mut Landed,
+        landed: &mut Landed<'a>,
         retry: &mut Retry,
     ) -> Result<Vec<Landing<'a>>, Stopped> {
         let mut backoff = Retry::backoff();
@@ -430,10 +458,10 @@ impl<D: Destination, L: LocalDisk> ExactlyOnce<D, L> {
             match beating(retry, self.destination.present(&part)).await {
                 Ok(present) => {
                     let before = part.len();
-                    let rest: Vec<Landing> = part
+                    let (found, rest): (Vec<Landing>, Vec<Landing>) = part
                         .into_iter()
-                        .filter(|r| !present.contains(r.request_id))
-                        .collect();
+                        .partition(|r| present.contains(r.request_id));
+                    landed.confirmed.extend(found.iter().map(Confirmed::of));
                     if rest.len() < before {
                         events::writer::duplicates_skipped(before - rest.len());
                         landed.already_present += before - rest.len();
@@ -486,8 +514,9 @@ async fn beating<T>(retry: &Retry, call: impl std::future::Future<Output = T>) -
     }
 }
 
-fn count(part: &[Landing<'_>], landed: &mut Landed) {
+fn count<'a>(part: &[Landing<'a>], landed: &mut Landed<'a>) {
     for row in part {
+        landed.confirmed.push(Confirmed::of(row));
         match row.reason {
             None => landed.events += 1,
             Some(reason) => landed.rejected.push(RejectedRequest {

@@ -8,7 +8,8 @@
 //!    go to `rejected`.
 //! 5. [`redeliveries`]: a delivery that already landed goes to `rejected`.
 //! 6. [`exactly_once`]: what ClickHouse does not have yet inserted, and only that.
-//! 7. [`confirm`]: the checkpoint moved past the batch, delivered segments freed, counts.
+//! 7. [`confirm`]: what landed told to the notifier (made durable in its outbox, CONTRACT §9),
+//!    the checkpoint moved past the batch, delivered segments freed, counts.
 //!
 //! [`Writer::run`] is the short loop that runs them in order; [`supervisor`] restarts it should
 //! it panic and tells `/healthz` whether it is alive. Every step retries through [`retry`]
@@ -40,6 +41,7 @@ use std::time::{Duration, Instant};
 use crate::clickhouse::{migrate, Delivery};
 use crate::credentials::SharedCredentials;
 use crate::events;
+use crate::notify::Notify;
 use crate::wal::{self, Checkpoint, CheckpointFile};
 use authenticate::Authenticate;
 use batch::{BatchLimits, Batches};
@@ -62,6 +64,7 @@ pub struct Writer {
     batches: Batches,
     authenticate: Authenticate,
     exactly_once: ExactlyOnce<Delivery, WriterDisk>,
+    notify: Notify,
     retry: Retry,
 }
 
@@ -72,6 +75,7 @@ impl Writer {
         shared: Arc<wal::Shared>,
         checkpoint: Checkpoint,
         credentials: Arc<SharedCredentials>,
+        notify: Notify,
         config: &WriterConfig,
         retry: Retry,
     ) -> Writer {
@@ -99,6 +103,7 @@ impl Writer {
                 checkpoint.attempted,
                 config.insert_timeout,
             ),
+            notify,
             retry,
         }
     }
@@ -133,6 +138,7 @@ impl Writer {
                 .await?;
             // Lets tests stop the writer between an insert and its confirmation, as a crash can.
             fail::fail_point!("writer::landed");
+            confirm::tell(&self.notify, &landed, &mut self.retry).await?;
             confirm::confirm(
                 &mut self.exactly_once.disk,
                 &self.shared,

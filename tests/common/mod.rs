@@ -17,6 +17,7 @@ use hookhouse::{Application, Settings};
 use tempfile::TempDir;
 
 pub mod cluster;
+pub mod receiver;
 
 pub const KEY_SHAPE: &str = "d538b946-9d55-405a-9bd2-72d74b1cb8f5";
 
