@@ -728,7 +728,10 @@ pub mod notify {
     }
 
     pub fn outbox_failed(error: &dyn std::fmt::Display) {
-        tracing::error!(%error, "cannot write the notification outbox");
+        static LIMITS: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMITS.allow("outbox_failed", Duration::from_secs(10)) {
+            tracing::error!(%error, suppressed, "cannot write the notification outbox");
+        }
     }
 
     pub fn pending(waiting: usize) {

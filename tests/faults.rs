@@ -385,6 +385,17 @@ impl Drop for SmallDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_means_503_never_a_false_200_and_recovers_by_itself() {
+    full_disk(false).await;
+}
+
+/// The notification outbox shares the full disk: it must not hold the writer, whose landing is
+/// what frees the space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_with_notifications_due_recovers_by_itself() {
+    full_disk(true).await;
+}
+
+async fn full_disk(with_subscription: bool) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: mounting a small tmpfs to fill needs root (CI runs as root)");
@@ -392,10 +403,35 @@ async fn a_full_disk_means_503_never_a_false_200_and_recovers_by_itself() {
     }
     let mut ch = ClickhouseServer::start();
     let creds = setup_pipeline(&ch, "enospc").await;
-    ch.stop();
     let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("secrets.key");
+    let mut env = Vec::new();
+    if with_subscription {
+        std::fs::write(&key_file, "Qm9vc3RlZCBieSBob29raG91c2Ugbm90aWZpY2F0aW8=\n").unwrap();
+        let key = hookhouse::signing::SecretsKey::load(&key_file).unwrap();
+        let id = hookhouse::notify::message::new_subscription_id();
+        let secret = hookhouse::notify::message::new_secret();
+        let row = hookhouse::clickhouse::rows::SubscriptionRow {
+            subscription_id: id.clone(),
+            // Nobody listens there: every notification waits in the outbox.
+            url: format!("http://127.0.0.1:{}/", common::free_port()),
+            secret: key.seal_for_subscription(&id, &secret),
+            pipelines: vec![],
+            event_types: vec!["*".into()],
+            active: 1,
+            disabled_reason: String::new(),
+            deleted: 0,
+            created_at: 0,
+            version: 0,
+        };
+        hookhouse::clickhouse::store::create_subscription(&common::admin(&ch), row)
+            .await
+            .unwrap();
+        env.push(("HOOKHOUSE_SECRETS_KEY_FILE", key_file.to_str().unwrap()));
+    }
+    ch.stop();
     let disk = SmallDisk::mount(&tmp.path().join("disk"), "400k").expect("mount a tmpfs (root)");
-    let mut gw = GatewayProcess::spawn(&ch, &disk.0.join("gw"), &[]);
+    let mut gw = GatewayProcess::spawn(&ch, &disk.0.join("gw"), &env);
     let url = gw.url(&creds.query());
     let (acked, refused) = fill_until_refused(&url, 2000).await;
     assert!(acked.len() > 50, "{}", acked.len());

@@ -35,11 +35,19 @@ async fn metrics_expose_every_series_and_move_with_traffic() {
     }
     let client = reqwest::Client::new();
     let url = gw.url(&creds.query());
-    // A rate of 1 a second allows a burst of 2.
+    // A rate of 1 a second allows a burst of 2 (on a loaded machine a request may take long
+    // enough for one more to be allowed: the third or fourth is refused).
     for _ in 0..2 {
         assert_eq!(post(&client, &url, "{\"hello\":1}").await.status, 200);
     }
-    assert_eq!(post(&client, &url, "{\"hello\":1}").await.status, 429);
+    let mut refused = false;
+    for _ in 0..2 {
+        refused = post(&client, &url, "{\"hello\":1}").await.status == 429;
+        if refused {
+            break;
+        }
+    }
+    assert!(refused, "no 429 past the burst");
     post(&client, &gw.url("?pipeline_id=1"), "{}").await;
     // Another key: this one is over its rate already.
     let wrong = format!(

@@ -1169,7 +1169,7 @@ async fn migration_2_adds_its_columns_to_tables_that_hold_data() {
     };
     let (code, out, err) = run();
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("[2]"), "{out}");
+    assert!(out.contains("[2,3]"), "{out}");
     let (code, out, _) = run();
     assert_eq!(code, 0);
     assert!(out.contains("[]"), "a second run does nothing: {out}");

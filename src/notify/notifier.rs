@@ -29,6 +29,8 @@ const TICK: Duration = Duration::from_millis(100);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// How long facts wait for the first load of subscriptions before they are dropped.
 const FIRST_LOAD: Duration = Duration::from_secs(5);
+/// Tries of one append to the outbox before it is given up (see `append_briefly`).
+const APPEND_TRIES: usize = 3;
 /// How long a notification whose secret this gateway cannot open waits before it is looked at
 /// again.
 const UNREADABLE_WAIT_MS: i64 = 10_000;
@@ -211,14 +213,20 @@ impl Notifier {
         .map_err(io::Error::other)?
     }
 
-    /// Appends, retrying while the disk refuses: the outbox is what the notifier owes.
-    async fn append_surely(&self, entries: Vec<Entry>) {
+    /// Appends, trying a few times within about a second; false when the disk kept refusing.
+    /// Never longer: the notifier's loop, and through it the writer, must not wait on a disk
+    /// that is full until the writer frees it.
+    async fn append_briefly(&self, entries: Vec<Entry>) -> bool {
         let mut pause = Duration::from_millis(100);
-        while let Err(error) = self.append(entries.clone()).await {
-            events::notify::outbox_failed(&error);
+        for _ in 0..APPEND_TRIES {
+            match self.append(entries.clone()).await {
+                Ok(()) => return true,
+                Err(error) => events::notify::outbox_failed(&error),
+            }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+            pause *= 2;
         }
+        false
     }
 
     fn enqueue(&mut self, sub: &str, due_ms: i64, id: String) {
@@ -300,12 +308,20 @@ impl Notifier {
                     });
                 }
             }
+            if entries.is_empty() {
+                return Ok(()); // nothing to tell, nothing to write
+            }
             entries.push(Entry::Told {
                 seq: untold.through,
             });
         }
         events::notify::dropped("queue_full", dropped);
-        self.append(entries).await?;
+        if !self.append_briefly(entries).await {
+            // The writer must not wait for the outbox: on a full disk, landing is what frees
+            // the space (the log's delivered segments). These notifications are lost, counted.
+            events::notify::dropped("outbox_unwritable", (made.len() + 1) as u64);
+            return Ok(());
+        }
         for (sub, id) in made {
             self.enqueue(&sub, now, id);
         }
@@ -353,7 +369,9 @@ impl Notifier {
         if entries.is_empty() {
             return;
         }
-        self.append_surely(entries.clone()).await;
+        if !self.append_briefly(entries.clone()).await {
+            return; // the spans stay open: tried again on the next tick
+        }
         for entry in entries {
             if let Entry::Due {
                 id,
@@ -554,7 +572,9 @@ impl Notifier {
                 }
             }
         }
-        self.append_surely(entries).await;
+        // Not written: after a restart these are sent again (at least once); until then the
+        // retries below still happen.
+        self.append_briefly(entries).await;
         for (sub, next_ms, id) in retries {
             self.enqueue(&sub, next_ms, id);
         }
@@ -645,6 +665,6 @@ impl Notifier {
             .count();
         events::notify::dropped("subscription_off", dropped as u64);
         self.queues.retain(|sub, _| !dead(sub));
-        self.append_surely(entries).await;
+        self.append_briefly(entries).await;
     }
 }

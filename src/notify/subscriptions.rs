@@ -15,6 +15,9 @@ use crate::events;
 use crate::shutdown::Shutdown;
 use crate::signing::{Secret, SecretsKey};
 
+/// How soon a failed first load is tried again.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+
 /// A subscription, with its signing secret opened (or why it cannot be).
 pub struct Subscription {
     pub row: SubscriptionRow,
@@ -48,12 +51,13 @@ pub async fn load(
     wanted: Arc<AtomicBool>,
     mut shutdown: Shutdown,
 ) {
-    let mut tick = tokio::time::interval(refresh);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiting: Vec<Disable> = Vec::new();
+    // Until the first load, tried again soon: the writer's first batches wait for it (the
+    // table may be created by the migration running at the same moment).
+    let mut next = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(next) => {}
             asked = disables.recv() => match asked {
                 Some(disable) => waiting.push(disable),
                 None => return,
@@ -80,9 +84,13 @@ pub async fn load(
             Ok(rows) => rows,
             Err(error) => {
                 events::notify::subscriptions_unloaded(&error);
+                if published.borrow().is_none() {
+                    next = FIRST_RETRY;
+                }
                 continue;
             }
         };
+        next = refresh;
         let subs: Subscriptions = rows
             .into_iter()
             .map(|row| {
