@@ -18,7 +18,16 @@
 #   HOOKHOUSE_LISTEN             the gateway's address (default 127.0.0.1:8080)
 #   other HOOKHOUSE_* settings reach the gateway unchanged, except HOOKHOUSE_CLICKHOUSE_URL and
 #   HOOKHOUSE_DATA_DIR, which this script sets.
+#
+# `scripts/run-local.sh --cluster` runs the same on a local cluster instead: ZooKeeper and two
+# ClickHouse replicas (scripts/run-local-cluster.sh, whose header says more).
 set -euo pipefail
+
+case "${1:-}" in
+    --cluster) shift && exec "$(dirname "${BASH_SOURCE[0]}")/run-local-cluster.sh" "$@" ;;
+    '') ;;
+    *) printf 'usage: scripts/run-local.sh [--cluster]\n' >&2 && exit 2 ;;
+esac
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 readonly ROOT=$PWD

@@ -13,6 +13,8 @@ step() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
 
 scripts/install-clickhouse.sh
+# tests/cluster.rs starts its own ZooKeeper from Debian's package.
+scripts/install-zookeeper.sh
 
 if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
     PATH=$HOME/.cargo/bin:$PATH

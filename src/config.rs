@@ -35,6 +35,9 @@ pub struct Settings {
     /// A PEM file of CA certificates trusted for `https://` besides the system's roots.
     pub clickhouse_ca_file: Option<PathBuf>,
     pub clickhouse_database: String,
+    /// A cluster of the server's `remote_servers` (CONTRACT §10): tables are made `ON CLUSTER`
+    /// with replicated engines. Unset: one server.
+    pub clickhouse_cluster: Option<String>,
     pub data_dir: PathBuf,
     /// 32 random bytes, base64: the key that seals pipelines' signing secrets (CONTRACT §8).
     pub secrets_key_file: Option<PathBuf>,
@@ -93,6 +96,7 @@ impl Default for Settings {
             clickhouse_password: String::new(),
             clickhouse_ca_file: None,
             clickhouse_database: "hookhouse".into(),
+            clickhouse_cluster: None,
             data_dir: PathBuf::from("./data"),
             secrets_key_file: None,
             max_body_bytes: 10 * 1024 * 1024,
@@ -159,6 +163,7 @@ pub const FIELDS: &[Field] = &[
     Field { name: "clickhouse_password", expects: "a password", help: "ClickHouse password" },
     Field { name: "clickhouse_ca_file", expects: "a PEM file", help: "a CA added to the system's roots for https://" },
     Field { name: "clickhouse_database", expects: "letters, digits and underscores", help: "database of hookhouse's tables" },
+    Field { name: "clickhouse_cluster", expects: "a cluster name of letters, digits and underscores", help: "a cluster of the servers' remote_servers: tables made ON CLUSTER, replicated (unset: one server)" },
     Field { name: "data_dir", expects: "a folder", help: "the write-ahead log and its checkpoint" },
     Field { name: "secrets_key_file", expects: "a file holding 32 random bytes in base64 (openssl rand -base64 32)", help: "the key that seals pipelines' signing secrets" },
     Field { name: "max_body_bytes", expects: SIZE, help: "larger bodies get 413" },
@@ -203,6 +208,7 @@ const TEXT_FIELDS: &[&str] = &[
     "clickhouse_password",
     "clickhouse_ca_file",
     "clickhouse_database",
+    "clickhouse_cluster",
     "data_dir",
     "secrets_key_file",
     "tls_cert_file",
@@ -310,20 +316,18 @@ impl Settings {
             crate::signing::SecretsKey::load(path)
                 .map_err(|error| ConfigError::new("secrets_key_file", error.to_string()))?;
         }
-        let db = &self.clickhouse_database;
-        let plain_identifier = db
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && db.len() <= 64;
-        if !plain_identifier {
-            return Err(ConfigError::new(
-                "clickhouse_database",
-                format!(
-                    "{db:?} must be letters, digits and underscores, not starting with a digit"
-                ),
-            ));
+        for (name, value) in [
+            ("clickhouse_database", Some(&self.clickhouse_database)),
+            ("clickhouse_cluster", self.clickhouse_cluster.as_ref()),
+        ] {
+            if let Some(value) = value.filter(|v| !plain_identifier(v)) {
+                return Err(ConfigError::new(
+                    name,
+                    format!(
+                        "{value:?} must be letters, digits and underscores, not starting with a digit"
+                    ),
+                ));
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("data_dir", "must not be empty"));
@@ -402,10 +406,33 @@ impl Settings {
     /// a non-empty `clickhouse_password`, stops start-up unless both say the same, rather than
     /// one silently winning over the other. A user from one place and a password from the other
     /// is fine.
+    ///
+    /// The setting may list several nodes separated by commas, each such a URL, tried in turn
+    /// (CONTRACT §10); each is checked here, and the first of the list is returned.
     pub fn clickhouse_endpoint(&self) -> Result<ClickhouseEndpoint, ConfigError> {
+        let mut endpoints = self.clickhouse_endpoints()?;
+        Ok(endpoints.remove(0))
+    }
+
+    /// Every node of `clickhouse_url`, in the order given (see [`Settings::clickhouse_endpoint`]).
+    pub fn clickhouse_endpoints(&self) -> Result<Vec<ClickhouseEndpoint>, ConfigError> {
+        let urls = split_urls(&self.clickhouse_url);
+        if urls.iter().any(|u| u.trim().is_empty()) {
+            return Err(ConfigError::new(
+                "clickhouse_url",
+                format!(
+                    "{:?} has an empty URL in its list: separate nodes by single commas",
+                    redact_url(&self.clickhouse_url)
+                ),
+            ));
+        }
+        urls.iter().map(|url| self.endpoint(url.trim())).collect()
+    }
+
+    fn endpoint(&self, raw: &str) -> Result<ClickhouseEndpoint, ConfigError> {
         let bad_url = |message: String| ConfigError::new("clickhouse_url", message);
-        let shown = redact_url(&self.clickhouse_url);
-        let mut url = url::Url::parse(&self.clickhouse_url)
+        let shown = redact_url(raw);
+        let mut url = url::Url::parse(raw)
             .map_err(|error| bad_url(format!("{shown:?} is not a URL: {error}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad_url(format!(
@@ -525,6 +552,15 @@ impl Settings {
     pub fn credentials_refresh(&self) -> Duration {
         Duration::from_millis(self.credentials_refresh_ms)
     }
+}
+
+/// Letters, digits and underscores, not starting with a digit, at most 64: safe in SQL as is.
+fn plain_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 64
 }
 
 /// A figment error as one line in plain words: the setting, what it expects, what it got.
@@ -740,6 +776,36 @@ impl fmt::Debug for ClickhouseEndpoint {
 /// `raw` with its credentials hidden, whether it parses as a URL or not: `user:password@`
 /// becomes `***@` and a query becomes `?***` (ClickHouse reads `?password=` too).
 pub fn redact_url(raw: &str) -> String {
+    split_urls(raw)
+        .into_iter()
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `raw` cut into the URLs of a comma-separated list. A comma starts a new URL only where a
+/// scheme (`letters://`) follows it, so a comma inside a password does not cut it in two
+/// (which would show part of it when the list is printed redacted).
+fn split_urls(raw: &str) -> Vec<&str> {
+    let mut urls = Vec::new();
+    let mut start = 0;
+    for (i, _) in raw.match_indices(',') {
+        let next = raw[i + 1..].trim_start();
+        let scheme_len = next
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(next.len());
+        let starts_url = next[scheme_len..].starts_with("://") && scheme_len > 0;
+        let empty = next.is_empty() || next.starts_with(',');
+        if starts_url || empty {
+            urls.push(&raw[start..i]);
+            start = i + 1;
+        }
+    }
+    urls.push(&raw[start..]);
+    urls
+}
+
+fn redact_one_url(raw: &str) -> String {
     let start = raw.find("://").map_or(0, |i| i + 3);
     let (scheme, rest) = raw.split_at(start);
     // A password may hold an unencoded '/', '?' or '#', so the last '@' ends the credentials
@@ -779,6 +845,7 @@ impl fmt::Debug for Settings {
             clickhouse_password,
             clickhouse_ca_file,
             clickhouse_database,
+            clickhouse_cluster,
             data_dir,
             secrets_key_file,
             max_body_bytes,
@@ -810,6 +877,7 @@ impl fmt::Debug for Settings {
             .field("clickhouse_password", &Redacted(clickhouse_password))
             .field("clickhouse_ca_file", clickhouse_ca_file)
             .field("clickhouse_database", clickhouse_database)
+            .field("clickhouse_cluster", clickhouse_cluster)
             .field("data_dir", data_dir)
             .field("secrets_key_file", secrets_key_file)
             .field("max_body_bytes", max_body_bytes)
@@ -1089,6 +1157,54 @@ mod tests {
         let shown = format!("{s:?} {s:#?} {:?}", s.clickhouse_endpoint().unwrap());
         assert!(!shown.contains("SECRETPW"), "{shown}");
         assert!(shown.contains("https://***@ch.example:8443"), "{shown}");
+    }
+
+    #[test]
+    fn several_clickhouse_nodes_are_each_checked_and_kept_in_order() {
+        let s = load(
+            "",
+            &[(
+                "HOOKHOUSE_CLICKHOUSE_URL",
+                "http://ch1:8123, https://u:p,w@ch2:8443/",
+            )],
+        )
+        .expect("two nodes");
+        let endpoints = s.clickhouse_endpoints().expect("valid");
+        let urls: Vec<&str> = endpoints.iter().map(|e| e.url.as_str()).collect();
+        assert_eq!(urls, ["http://ch1:8123", "https://ch2:8443"]);
+        assert_eq!(endpoints[1].user, "u");
+        assert_eq!(endpoints[1].password, "p,w");
+        assert_eq!(
+            redact_url(&s.clickhouse_url),
+            "http://ch1:8123, https://***@ch2:8443/"
+        );
+        for (url, says) in [
+            (
+                "http://ch1:8123,ftp://ch2",
+                "\"ftp://ch2\" is not an http:// or https:// URL",
+            ),
+            (
+                "http://ch1:8123,,http://ch2",
+                "has an empty URL in its list",
+            ),
+            ("http://ch1:8123,", "has an empty URL in its list"),
+            ("http://ch1:8123,http://u:SECRET@", "\"http://***@\" "),
+        ] {
+            let error = error_of(load("", &[("HOOKHOUSE_CLICKHOUSE_URL", url)]));
+            assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_URL");
+            assert!(error.message.contains(says), "{url}: {error}");
+            assert!(!error.to_string().contains("SECRET"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_cluster_is_a_plain_identifier() {
+        let s = load("", &[("HOOKHOUSE_CLICKHOUSE_CLUSTER", "prod_1")]).expect("valid");
+        assert_eq!(s.clickhouse_cluster.as_deref(), Some("prod_1"));
+        for bad in ["", "1st", "a-b", "a b", "x`; DROP"] {
+            let error = error_of(load("", &[("HOOKHOUSE_CLICKHOUSE_CLUSTER", bad)]));
+            assert_eq!(error.setting, "HOOKHOUSE_CLICKHOUSE_CLUSTER", "{bad}");
+        }
     }
 
     #[test]

@@ -269,6 +269,7 @@ impl CredentialCache {
     async fn reload(&mut self, ch: &Clickhouse, key: Option<&SecretsKey>) -> Result<(), ChError> {
         let started_at = AcceptedAt::now();
         let started = Instant::now();
+        store::sync_credentials(ch).await;
         let pipelines = store::list_pipelines(ch).await.map_err(into_ch)?;
         let tokens = store::list_tokens(ch).await.map_err(into_ch)?;
         self.replace(

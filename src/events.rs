@@ -23,6 +23,10 @@ pub fn describe() {
             "Request body bytes read (decoded, for a body with a Content-Encoding).",
         ),
         (
+            "hookhouse_clickhouse_failovers_total",
+            "Times a connection to a ClickHouse node failed and the next node of HOOKHOUSE_CLICKHOUSE_URL was taken.",
+        ),
+        (
             "hookhouse_rate_limited_total",
             "Requests refused with 429 for their key's rate.",
         ),
@@ -262,6 +266,13 @@ pub mod clickhouse {
                 "ClickHouse is back after {down_secs}s; delivering the {waiting_records} records that waited in the log"
             );
         }
+    }
+
+    /// A connection to the ClickHouse node `from` failed; requests go to `to` from now on
+    /// (`HOOKHOUSE_CLICKHOUSE_URL` lists several nodes).
+    pub fn failed_over(from: &str, to: &str, error: &dyn std::fmt::Display) {
+        counter!("hookhouse_clickhouse_failovers_total").increment(1);
+        tracing::warn!(%from, %to, %error, "ClickHouse node unreachable: failing over to the next one");
     }
 
     /// What waited in the log through an outage is in ClickHouse now: `records` delivered since
@@ -537,6 +548,41 @@ pub mod writer {
             "the batch writer died; starting a new one from the checkpoint"
         );
         counter!("hookhouse_writer_deaths_total").increment(1);
+    }
+
+    /// `migrate` found this node without some of hookhouse's tables (added to the cluster, or
+    /// given an empty disk, after the migrations ran) and made them here.
+    pub fn tables_made_here(count: usize) {
+        tracing::warn!(count, "this node lacked hookhouse tables that the other nodes have: made them here; they fetch their rows from the other replicas");
+    }
+
+    /// This node's replica of `table` (pipelines or tokens) could not be brought up to date
+    /// before a credential reload: the reload uses what it has.
+    pub fn credentials_not_synced(table: &str, error: &dyn std::fmt::Display) {
+        static LIMIT: PerKey = PerKey::new();
+        if let Some(suppressed) = LIMIT.allow("credentials_not_synced", Duration::from_secs(30)) {
+            tracing::warn!(table, %error, suppressed, "this node's replica lags; checking credentials with what it has");
+        }
+    }
+
+    /// Tables that deduplicate inserts, and an unconfirmed batch with no usable record of how it
+    /// was first sent (a data folder from a version without plans, or a damaged plan): only the
+    /// rows ClickHouse does not show are sent again.
+    pub fn no_plan_for_retry(first_seq: u64, last_seq: u64) {
+        tracing::warn!(
+            first_seq,
+            last_seq,
+            "no record of how these records were first sent: checking which landed and sending the rest"
+        );
+    }
+
+    /// The writer found replicated (deduplicating) tables: retries repeat the first attempt's
+    /// blocks exactly.
+    pub fn identical_retries(engine: &str) {
+        tracing::info!(
+            engine,
+            "the data tables deduplicate inserts: a retry sends exactly the blocks it repeats"
+        );
     }
 
     pub fn duplicates_skipped(count: usize) {

@@ -296,6 +296,8 @@ async fn writer(
     let stop = delivery.stop_running_inserts();
     step(recorder, "delivery.stop_running_inserts", stop).await?;
     let drift = step(recorder, "delivery.drift", delivery.drift()).await?;
+    let engine = delivery.deduplicating_engine();
+    let engine = step(recorder, "delivery.deduplicating_engine", engine).await?;
     // `hookhouse request show`: an id in `events`, one in `rejected`, one in neither.
     let mut found = Vec::new();
     for id in [rows[0].request_id, rows[1].request_id, ids[5].as_str()] {
@@ -363,6 +365,7 @@ async fn writer(
     results.insert("absent".into(), ids[5].as_str().into());
     results.insert("present".into(), json!(present));
     results.insert("running_inserts".into(), running.into());
+    results.insert("deduplicating_engine".into(), json!(engine));
     results.insert("drift".into(), json!(drift));
     results.insert("requests_found".into(), json!(found));
     results.insert("event_columns".into(), json!(EVENT_COLUMNS));

@@ -1,19 +1,34 @@
 //! The ClickHouse client and the one place that tells passing failures from permanent ones.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::sql;
 use crate::config::{ConfigError, Settings};
+use crate::events;
 
 /// How long a statement other than a batch insert may take.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A ClickHouse client bound to hookhouse's database.
+///
+/// `HOOKHOUSE_CLICKHOUSE_URL` may name several nodes (CONTRACT §10): every request goes to the
+/// current one, the first at start. A connection failure makes the next one current (round the
+/// list), and a read or a DDL statement is sent again there at once, each node tried once;
+/// an insert is not (the writer decides what to send again, see `writer::exactly_once`). The
+/// client stays on the node that answers, rather than going back to the first, so that a node
+/// that comes and goes does not make every gateway switch back and forth.
 #[derive(Clone)]
 pub struct Clickhouse {
-    client: clickhouse::Client,
+    nodes: Arc<Vec<Node>>,
+    /// Index into `nodes` of the one requests go to.
+    current: Arc<AtomicUsize>,
     db: String,
+    /// `HOOKHOUSE_CLICKHOUSE_CLUSTER`: DDL runs `ON CLUSTER` it (see [`super::cluster`]).
+    cluster: Option<String>,
+    /// The data tables deduplicate inserts (replicated): every insert asks for it.
+    deduplicating: Arc<AtomicBool>,
     /// What the server it talks to knows, asked once and asked again after a connection failed
     /// (the server may have been upgraded meanwhile).
     features: Arc<Mutex<Option<ServerFeatures>>>,
@@ -105,6 +120,11 @@ impl ChError {
         }
     }
 
+    /// The connection to ClickHouse failed (refused, reset, cut off): the node may be down.
+    pub fn is_connection(&self) -> bool {
+        matches!(self.0, clickhouse::error::Error::Network(_))
+    }
+
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
         use clickhouse::error::Error as E;
@@ -120,28 +140,58 @@ impl ChError {
     }
 }
 
+/// One node of `HOOKHOUSE_CLICKHOUSE_URL`.
+struct Node {
+    client: clickhouse::Client,
+    /// Scheme, host and port, for logs (never credentials).
+    url: String,
+}
+
 impl Clickhouse {
     /// A client for the ClickHouse `settings` name, over TLS for `https://`. It fails only on
-    /// what [`Settings::validate`] checks too (the URL, its credentials, the CA file), so with
+    /// what [`Settings::validate`] checks too (the URLs, their credentials, the CA file), so with
     /// validated settings only if the CA file changed since. It does not connect yet.
     pub fn new(settings: &Settings) -> Result<Clickhouse, ConfigError> {
-        let endpoint = settings.clickhouse_endpoint()?;
-        let client = super::http_client::client(&endpoint, settings.clickhouse_ca_file.as_deref())?
-            .with_url(endpoint.url)
-            .with_user(endpoint.user)
-            .with_password(endpoint.password)
-            // The schema check sends a setting ClickHouse 18.16 does not know; rows are typed
-            // here and the tables are ours, so plain RowBinary is safe.
-            .with_validation(false);
+        let mut nodes = Vec::new();
+        for endpoint in settings.clickhouse_endpoints()? {
+            let client =
+                super::http_client::client(&endpoint, settings.clickhouse_ca_file.as_deref())?
+                    .with_url(endpoint.url.clone())
+                    .with_user(endpoint.user)
+                    .with_password(endpoint.password)
+                    // The schema check sends a setting ClickHouse 18.16 does not know; rows are
+                    // typed here and the tables are ours, so plain RowBinary is safe.
+                    .with_validation(false);
+            nodes.push(Node {
+                client,
+                url: endpoint.url,
+            });
+        }
         Ok(Clickhouse {
-            client,
+            nodes: Arc::new(nodes),
+            current: Arc::default(),
             db: settings.clickhouse_database.clone(),
+            cluster: settings.clickhouse_cluster.clone(),
+            deduplicating: Arc::default(),
             features: Arc::default(),
         })
     }
 
     pub fn database(&self) -> &str {
         &self.db
+    }
+
+    /// The cluster whose nodes all get hookhouse's tables, if one is set.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// ` ON CLUSTER `name`` for DDL that every node must run, or nothing on one server. The
+    /// name was checked to be a plain identifier.
+    pub fn on_cluster(&self) -> String {
+        self.cluster
+            .as_deref()
+            .map_or(String::new(), |c| format!(" ON CLUSTER `{c}`"))
     }
 
     /// `db.name`, backquoted. The database name was checked to be a plain identifier.
@@ -172,6 +222,67 @@ impl Clickhouse {
         *self.features.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// From now on every insert asks for deduplication (`insert_deduplicate=1`): the writer
+    /// found replicated tables and its retries rely on it. It is the default, but a settings
+    /// profile may have turned it off.
+    pub fn deduplicate_inserts(&self) {
+        self.deduplicating.store(true, Ordering::Relaxed);
+    }
+
+    /// Which node requests go to now (an index into `HOOKHOUSE_CLICKHOUSE_URL`'s list).
+    pub fn node(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    fn client(&self) -> (usize, &clickhouse::Client) {
+        let node = self.node();
+        (node, &self.nodes[node].client)
+    }
+
+    /// Called with the error of a request sent to node `node`: after a connection failure the
+    /// next node becomes current (unless another request moved on already), and the server's
+    /// features are asked again. Returns whether it failed over.
+    pub fn failed(&self, node: usize, error: &ChError) -> bool {
+        if !error.is_connection() {
+            return false;
+        }
+        self.forget_features();
+        if self.nodes.len() < 2 {
+            return false;
+        }
+        let next = (node + 1) % self.nodes.len();
+        let moved = self
+            .current
+            .compare_exchange(node, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if moved {
+            events::clickhouse::failed_over(&self.nodes[node].url, &self.nodes[next].url, error);
+        }
+        true
+    }
+
+    /// Runs `request` on the current node, and on the next ones after connection failures,
+    /// each node once: for requests that are safe to send again (reads, idempotent DDL).
+    async fn on_some_node<T, F, Fut>(&self, request: F) -> Result<T, ChError>
+    where
+        F: Fn(clickhouse::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ChError>>,
+    {
+        let mut tries = self.nodes.len();
+        loop {
+            let (node, client) = self.client();
+            match request(client.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => {
+                    tries -= 1;
+                    if !self.failed(node, &error) || tries == 0 {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
     /// Starts a synchronous RowBinary insert of `T` rows into `table` (quoted, from
     /// [`Clickhouse::table`]), named `query_id` when given, acknowledged within `timeout`.
     pub async fn insert<T: clickhouse::Row>(
@@ -182,7 +293,8 @@ impl Clickhouse {
     ) -> Result<clickhouse::insert::Insert<T>, ChError> {
         let features = self.features().await?;
         let mut insert = self
-            .client
+            .client()
+            .1
             .insert_unescaped::<T>(table)
             .await?
             .with_timeouts(Some(timeout), Some(timeout));
@@ -191,6 +303,15 @@ impl Clickhouse {
         }
         if let Some(query_id) = query_id {
             insert = insert.with_setting("query_id", query_id);
+        }
+        // A retried block must be dropped by ZooKeeper's block hashes whichever replica takes
+        // it (see `writer::exactly_once`), and a `Distributed` insert must be in its shards when
+        // acknowledged. Both settings are known from 18.16 to current releases.
+        if self.cluster.is_some() || self.deduplicating.load(Ordering::Relaxed) {
+            insert = insert.with_setting("insert_deduplicate", "1");
+        }
+        if self.cluster.is_some() {
+            insert = insert.with_setting("insert_distributed_sync", "1");
         }
         Ok(insert)
     }
@@ -203,23 +324,35 @@ impl Clickhouse {
         self.insert_all(table, std::slice::from_ref(row)).await
     }
 
-    /// Inserts rows in one synchronous insert.
+    /// Inserts rows in one synchronous insert (on the next node after a connection failure,
+    /// for the insert after this one).
     pub(crate) async fn insert_all<T>(&self, table: &str, rows: &[T]) -> Result<(), ChError>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        let mut insert = self.insert::<T>(table, None, QUERY_TIMEOUT).await?;
-        for row in rows {
-            insert.write(row).await?;
+        let node = self.node();
+        let result = async {
+            let mut insert = self.insert::<T>(table, None, QUERY_TIMEOUT).await?;
+            for row in rows {
+                insert.write(row).await?;
+            }
+            insert.end().await?;
+            Ok(())
         }
-        insert.end().await?;
-        Ok(())
+        .await;
+        if let Err(error) = &result {
+            self.failed(node, error);
+        }
+        result
     }
 
     /// Runs a statement, time-boxed.
     pub async fn execute(&self, sql: &str) -> Result<(), ChError> {
-        tokio::time::timeout(QUERY_TIMEOUT, self.client.query(sql).execute()).await??;
-        Ok(())
+        self.on_some_node(|client| async move {
+            tokio::time::timeout(QUERY_TIMEOUT, client.query(sql).execute()).await??;
+            Ok(())
+        })
+        .await
     }
 
     /// Runs a query and returns its rows, time-boxed.
@@ -227,7 +360,10 @@ impl Clickhouse {
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        Ok(tokio::time::timeout(QUERY_TIMEOUT, self.client.query(sql).fetch_all::<T>()).await??)
+        self.on_some_node(|client| async move {
+            Ok(tokio::time::timeout(QUERY_TIMEOUT, client.query(sql).fetch_all::<T>()).await??)
+        })
+        .await
     }
 
     /// Runs a query whose text may be longer than the server's default `max_query_size`
@@ -237,17 +373,42 @@ impl Clickhouse {
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        let query = self
-            .client
-            .query(sql)
-            .with_setting("max_query_size", (sql.len() + 4096).to_string());
-        Ok(tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all::<T>()).await??)
+        let max_query_size = (sql.len() + 4096).to_string();
+        self.on_some_node(|client| {
+            let query = client
+                .query(sql)
+                .with_setting("max_query_size", max_query_size.clone());
+            async move { Ok(tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all::<T>()).await??) }
+        })
+        .await
+    }
+
+    /// Waits until this node's replica of `table` (quoted, from [`Clickhouse::table`]) has every
+    /// part committed through any replica before now (`SYSTEM SYNC REPLICA` pulls the shared log
+    /// first), for at most `within`: the server gives up then too (`receive_timeout`, which
+    /// bounds the wait on every version), so no wait outlives the caller's.
+    pub async fn sync_replica(&self, table: &str, within: Duration) -> Result<(), ChError> {
+        let sql = format!("SYSTEM SYNC REPLICA {table}");
+        let seconds = within.as_secs().max(1).to_string();
+        self.on_some_node(|client| {
+            let query = client
+                .query(&sql)
+                .with_setting("receive_timeout", seconds.clone());
+            async move {
+                tokio::time::timeout(within + Duration::from_secs(1), query.execute()).await??;
+                Ok(())
+            }
+        })
+        .await
     }
 
     /// True when ClickHouse answers a trivial query within `within`.
     pub async fn ping(&self, within: Duration) -> Result<(), ChError> {
-        tokio::time::timeout(within, self.client.query("SELECT 1").execute()).await??;
-        Ok(())
+        self.on_some_node(|client| async move {
+            tokio::time::timeout(within, client.query("SELECT 1").execute()).await??;
+            Ok(())
+        })
+        .await
     }
 }
 

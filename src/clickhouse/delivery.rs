@@ -42,11 +42,10 @@ impl Delivery {
     /// others into `rejected`, each acknowledged within `timeout`. A failure may leave the first
     /// landed and not the second.
     pub async fn insert(&self, rows: &[Landing<'_>], timeout: Duration) -> Result<(), ChError> {
+        let node = self.ch.node();
         let result = self.insert_both(rows, timeout).await;
         if let Err(error) = &result {
-            if matches!(error.0, clickhouse::error::Error::Network(_)) {
-                self.ch.forget_features();
-            }
+            self.ch.failed(node, error);
         }
         result
     }
@@ -133,6 +132,31 @@ impl Delivery {
             start = end;
         }
         Ok(found)
+    }
+
+    /// The engine of the tables the writer inserts into when it deduplicates inserts
+    /// (`Replicated…MergeTree`, or ClickHouse Cloud's `Shared…MergeTree`), `None` for plain
+    /// `MergeTree` (see `writer::exactly_once`). Every data table must: one that does not
+    /// would land a retried block twice.
+    pub async fn deduplicating_engine(&self) -> Result<Option<String>, ChError> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Engine {
+            engine: String,
+        }
+        let rows: Vec<Engine> = self
+            .ch
+            .fetch_all(&sql::data_engines(self.ch.database()))
+            .await?;
+        let stored: Vec<&Engine> = rows.iter().filter(|r| r.engine != "Distributed").collect();
+        let deduplicates = |e: &&Engine| {
+            (e.engine.starts_with("Replicated") || e.engine.starts_with("Shared"))
+                && e.engine.ends_with("MergeTree")
+        };
+        if stored.len() >= 2 && stored.iter().all(deduplicates) {
+            Ok(stored.first().map(|e| e.engine.clone()))
+        } else {
+            Ok(None)
+        }
     }
 
     /// How many of this gateway's inserts ClickHouse is running now.

@@ -6,6 +6,7 @@
 //! after `CREATE DATABASE`. The SQL sticks to what ClickHouse 18.16 and current releases share.
 
 pub mod client;
+pub mod cluster;
 pub mod delivery;
 pub mod http_client;
 pub mod migrate;

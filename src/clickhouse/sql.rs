@@ -73,6 +73,21 @@ pub fn kill_inserts(instance: &str) -> String {
     )
 }
 
+/// The engines of the tables that hold `events`' rows: `events` itself and, on a sharded
+/// cluster, `events_local` behind it.
+pub fn data_engines(db: &str) -> String {
+    format!(
+        "SELECT engine FROM system.tables WHERE database = '{db}' \
+         AND name IN ('events', 'events_local', 'rejected', 'rejected_local')"
+    )
+}
+
+/// How many shards the cluster `name` (a plain identifier, checked at start) has on the server
+/// asked: none when it is not one of the server's `remote_servers`.
+pub fn cluster_shards(name: &str) -> String {
+    format!("SELECT uniqExact(shard_num) AS shards FROM system.clusters WHERE cluster = '{name}'")
+}
+
 /// The columns and types of hookhouse's data tables, to tell a table that changed under the
 /// writer (every row fails) from rows ClickHouse refuses for their content.
 pub fn data_columns(db: &str) -> String {

@@ -64,6 +64,25 @@ pub fn check_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How long a credential reload waits for this node's replicas of `pipelines` and `tokens`.
+const CREDENTIALS_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// On a cluster, waits (briefly) until this node has every pipeline and token version written
+/// through any node: a token created through another node a moment ago is then known, and a
+/// revocation is seen here as soon as it is replicated, not when this node gets round to it.
+/// Best effort: when the node holding a new version is down, the reload goes on with what this
+/// node has, and says so (rate-limited).
+pub async fn sync_credentials(ch: &Clickhouse) {
+    if ch.cluster().is_none() {
+        return;
+    }
+    for table in ["pipelines", "tokens"] {
+        if let Err(error) = ch.sync_replica(&ch.table(table), CREDENTIALS_SYNC).await {
+            crate::events::writer::credentials_not_synced(table, &error);
+        }
+    }
+}
+
 pub async fn list_pipelines(ch: &Clickhouse) -> Result<Vec<PipelineRow>, StoreError> {
     let sql = format!(
         "SELECT ?fields FROM {} FINAL ORDER BY pipeline_id",
@@ -156,12 +175,14 @@ pub async fn create_pipeline(ch: &Clickhouse, name: &str) -> Result<PipelineRow,
     Ok(row)
 }
 
-/// `pipeline_<id>`: exactly the four columns Kondado delivers, for one pipeline.
+/// `pipeline_<id>`: exactly the four columns Kondado delivers, for one pipeline (on every node
+/// of the cluster, if one is set: it reads `events`, which every node has).
 pub async fn create_view(ch: &Clickhouse, id: u64) -> Result<(), StoreError> {
     ch.execute(&format!(
-        "CREATE VIEW IF NOT EXISTS {} AS SELECT __kdd_request_id, __kdd_request_unix_timestamp, \
+        "CREATE VIEW IF NOT EXISTS {}{} AS SELECT __kdd_request_id, __kdd_request_unix_timestamp, \
          __kdd_requester_key, __kdd_request_body FROM {} WHERE pipeline_id = {id}",
         ch.table(&format!("pipeline_{id}")),
+        ch.on_cluster(),
         ch.table("events"),
     ))
     .await?;
@@ -336,15 +357,36 @@ pub async fn delete_rejected(
     pipeline: u64,
     ids: &[&str],
 ) -> Result<(), StoreError> {
+    let table = mutable_table(ch, "rejected").await?;
     for chunk in ids.chunks(sql::PRESENCE_CHUNK) {
-        ch.execute(&sql::delete_rejected(
-            &ch.table("rejected"),
-            pipeline,
-            chunk,
-        ))
-        .await?;
+        ch.execute(&sql::delete_rejected(&table, pipeline, chunk))
+            .await?;
     }
     Ok(())
+}
+
+/// The table a mutation of `table`'s rows goes to: `table` itself on one server; on a cluster,
+/// `ON CLUSTER`, and the `<table>_local` that holds the rows behind a `Distributed` one.
+async fn mutable_table(ch: &Clickhouse, table: &str) -> Result<String, StoreError> {
+    if ch.cluster().is_none() {
+        return Ok(ch.table(table));
+    }
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Count {
+        n: u64,
+    }
+    let local = format!("{table}_local");
+    let sql = format!(
+        "SELECT count() AS n FROM system.tables WHERE database = '{}' AND name = '{local}'",
+        ch.database()
+    );
+    let sharded = ch
+        .fetch_all::<Count>(&sql)
+        .await?
+        .first()
+        .is_some_and(|c| c.n > 0);
+    let name = if sharded { local.as_str() } else { table };
+    Ok(format!("{}{}", ch.table(name), ch.on_cluster()))
 }
 
 /// Every subscription's current version, deleted ones included (a gateway drops what it holds

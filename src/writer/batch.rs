@@ -24,6 +24,10 @@ pub struct Batches {
     reader: Option<LogReader>,
     durable: watch::Receiver<DurablePos>,
     limits: BatchLimits,
+    /// Where retries must repeat their first attempt: the first batch ends exactly here.
+    first_through: Option<u64>,
+    /// Records read past `first_through`: they start the batch after it.
+    carried: Vec<Record>,
 }
 
 impl Batches {
@@ -33,20 +37,65 @@ impl Batches {
             durable: shared.durable(),
             reader: Some(LogReader::new(shared, confirmed)),
             limits,
+            first_through: None,
+            carried: Vec::new(),
         }
+    }
+
+    /// Makes the first batch the records up to `attempted` and no others, whatever the limits
+    /// say now: the range the last run attempted, which a retry must send again as it was (see
+    /// `exactly_once`). Its size was bounded by the limits of that run.
+    pub fn first_batch_through(&mut self, attempted: u64) {
+        self.first_through = Some(attempted);
+    }
+
+    /// The records up to `through`, read in chunks of the batch limits; what was read past it is
+    /// carried to the next batch. Empty if the log holds none of them any more.
+    async fn first_batch(
+        &mut self,
+        through: u64,
+        retry: &mut Retry,
+    ) -> Result<Vec<Record>, Stopped> {
+        let mut batch = Vec::new();
+        let mut backoff = Retry::backoff();
+        loop {
+            let durable = *self.durable.borrow_and_update();
+            let before = batch.len();
+            let rows = before + self.limits.max_rows;
+            batch = match self.read(durable, batch, rows, self.limits.max_bytes).await {
+                Ok(batch) => batch,
+                Err((batch_so_far, error)) => {
+                    retry.pause_disk("read log", &error, &mut backoff).await?;
+                    batch = batch_so_far;
+                    continue;
+                }
+            };
+            if batch.last().is_some_and(|r| r.seq >= through) || batch.len() == before {
+                break;
+            }
+        }
+        let end = batch.partition_point(|r| r.seq <= through);
+        self.carried = batch.split_off(end);
+        Ok(batch)
     }
 
     /// The next batch: never empty. `Stopped` once shutting down with nothing left to read.
     pub async fn next(&mut self, retry: &mut Retry) -> Result<Vec<Record>, Stopped> {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut first_at: Option<Instant> = None;
+        if let Some(through) = self.first_through.take() {
+            let batch = self.first_batch(through, retry).await?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+        let mut batch = std::mem::take(&mut self.carried);
+        let mut bytes = batch.iter().map(|r| r.body.len()).sum::<usize>();
+        let mut first_at: Option<Instant> = (!batch.is_empty()).then(Instant::now);
         let mut backoff = Retry::backoff();
         loop {
             let durable = *self.durable.borrow_and_update();
             let before = batch.len();
             let left = self.limits.max_bytes.saturating_sub(bytes);
-            batch = match self.read(durable, batch, left).await {
+            batch = match self.read(durable, batch, self.limits.max_rows, left).await {
                 Ok(batch) => batch,
                 Err((batch, error)) => {
                     retry.pause_disk("read log", &error, &mut backoff).await?;
@@ -87,13 +136,13 @@ impl Batches {
         &mut self,
         durable: DurablePos,
         mut batch: Vec<Record>,
+        max_rows: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>, (Vec<Record>, io::Error)> {
         let mut reader = self
             .reader
             .take()
             .expect("the reader is put back after every read");
-        let max_rows = self.limits.max_rows;
         let (reader, result) = tokio::task::spawn_blocking(move || {
             // Lets tests make reading the log panic, as a bug would.
             fail::fail_point!("writer::read");

@@ -1,5 +1,6 @@
-//! The writer's own files in the data folder: the checkpoint it moves, and `undeliverable/`,
-//! where a row that neither `events` nor `rejected` takes is kept for the operator.
+//! The writer's own files in the data folder: the checkpoint it moves, `undeliverable/`,
+//! where a row that neither `events` nor `rejected` takes is kept for the operator, and (with
+//! replicated tables) the plan of the batch last attempted.
 //!
 //! Both are written durably before the writer goes on: the checkpoint moves past a record only
 //! once the record is in ClickHouse or in `undeliverable/`, fsynced, file and folder.
@@ -10,14 +11,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::exactly_once::LocalDisk;
+use super::plan::Plan;
 use crate::clickhouse::rows::Landing;
 use crate::wal::segment::sync_dir;
 use crate::wal::{Checkpoint, CheckpointFile};
+
+/// The plan of the batch last attempted (see [`super::plan`]), beside the checkpoint.
+const PLAN_FILE: &str = "attempt-plan.json";
 
 pub struct WriterDisk {
     checkpoint_file: Arc<CheckpointFile>,
     checkpoint: Checkpoint,
     undeliverable: PathBuf,
+    data_dir: PathBuf,
 }
 
 impl WriterDisk {
@@ -30,6 +36,21 @@ impl WriterDisk {
             checkpoint_file,
             checkpoint,
             undeliverable: data_dir.join("undeliverable"),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// The plan the last run stored, if it can be read: `None` when there is none or it is
+    /// damaged (the caller then checks what landed).
+    pub async fn load_plan(&self) -> Option<Plan> {
+        let path = self.data_dir.join(PLAN_FILE);
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Plan::decode(&bytes),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot read the attempt plan");
+                None
+            }
         }
     }
 
@@ -79,6 +100,14 @@ impl LocalDisk for WriterDisk {
         let dir = self.undeliverable.clone();
         let name = format!("{}.json", row.request_id);
         tokio::task::spawn_blocking(move || write_durably(&dir, &name, line.as_bytes()))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    async fn store_plan(&mut self, plan: &Plan) -> io::Result<()> {
+        let bytes = plan.encode();
+        let dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || write_durably(&dir, PLAN_FILE, &bytes))
             .await
             .map_err(io::Error::other)?
     }

@@ -22,6 +22,7 @@ pub mod confirm;
 pub mod disk;
 pub mod exactly_once;
 pub mod filter;
+pub mod plan;
 pub mod redeliveries;
 pub mod replay;
 pub mod retry;
@@ -30,6 +31,8 @@ pub mod verify;
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod model_tests_replicated;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use crate::clickhouse::{migrate, Delivery};
 use crate::credentials::SharedCredentials;
+use crate::events;
 use crate::notify::Notify;
 use crate::wal::{self, Checkpoint, CheckpointFile};
 use authenticate::Authenticate;
@@ -112,6 +116,7 @@ impl Writer {
 
     async fn deliver_all(&mut self) -> Result<(), Stopped> {
         self.migrate().await?;
+        self.choose_retries().await?;
         loop {
             let batch = self.batches.next(&mut self.retry).await?;
             let started = Instant::now();
@@ -131,6 +136,8 @@ impl Writer {
                 .exactly_once
                 .land(first.seq, last.seq, rows, &mut self.retry)
                 .await?;
+            // Lets tests stop the writer between an insert and its confirmation, as a crash can.
+            fail::fail_point!("writer::landed");
             confirm::tell(&self.notify, &landed, &mut self.retry).await?;
             confirm::confirm(
                 &mut self.exactly_once.disk,
@@ -142,6 +149,35 @@ impl Writer {
             )
             .await?;
         }
+    }
+
+    /// Where the data tables deduplicate inserts, retries repeat their first attempt exactly,
+    /// beginning with the range the last run left unconfirmed (see [`exactly_once`]).
+    async fn choose_retries(&mut self) -> Result<(), Stopped> {
+        let mut backoff = Retry::backoff();
+        let engine = loop {
+            match self.exactly_once.destination.deduplicating_engine().await {
+                Ok(engine) => break engine,
+                Err(error) => self.retry.pause("check", &error, &mut backoff).await?,
+            }
+        };
+        let Some(engine) = engine else {
+            return Ok(());
+        };
+        events::writer::identical_retries(&engine);
+        self.exactly_once
+            .destination
+            .clickhouse()
+            .deduplicate_inserts();
+        let checkpoint = self.exactly_once.disk.checkpoint();
+        let stored = if checkpoint.attempted > checkpoint.confirmed {
+            self.batches.first_batch_through(checkpoint.attempted);
+            self.exactly_once.disk.load_plan().await
+        } else {
+            None
+        };
+        self.exactly_once.retry_identically(stored);
+        Ok(())
     }
 
     async fn migrate(&mut self) -> Result<(), Stopped> {

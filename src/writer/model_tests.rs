@@ -212,6 +212,10 @@ impl LocalDisk for Model {
     async fn set_aside(&self, _row: &Landing<'_>, _error: &str) -> io::Result<()> {
         unreachable!("the model refuses no row for good")
     }
+
+    async fn store_plan(&mut self, _plan: &super::plan::Plan) -> io::Result<()> {
+        unreachable!("the model's tables do not deduplicate: no plan is kept")
+    }
 }
 
 fn rows(ids: &[String], from: usize, to: usize) -> Vec<Landing<'_>> {

@@ -16,6 +16,7 @@ use hookhouse::shutdown::{self, ShutdownTrigger};
 use hookhouse::{Application, Settings};
 use tempfile::TempDir;
 
+pub mod cluster;
 pub mod receiver;
 
 pub const KEY_SHAPE: &str = "d538b946-9d55-405a-9bd2-72d74b1cb8f5";
@@ -67,6 +68,8 @@ pub struct ClickhouseServer {
     certificate: Certificate,
     /// A user `hook` with this password, besides the password-less `default`.
     hook_password: Option<String>,
+    /// More top-level elements for config.xml (a cluster node's, see [`cluster`]).
+    extra_config: String,
 }
 
 /// How a test server's HTTPS certificate (for 127.0.0.1 and localhost) is made.
@@ -112,11 +115,24 @@ impl ClickhouseServer {
         extra_profiles: &str,
         extra_users: &str,
     ) -> ClickhouseServer {
+        let mut server = Self::unstarted(tls, hook_password, extra_profiles, extra_users);
+        server.write_config();
+        server.launch();
+        server
+    }
+
+    /// A server with its folder, ports and certificates, not configured or started yet.
+    fn unstarted(
+        tls: Option<Certificate>,
+        hook_password: Option<String>,
+        extra_profiles: &str,
+        extra_users: &str,
+    ) -> ClickhouseServer {
         let dir = tempfile::Builder::new()
             .prefix("hookhouse-ch-")
             .tempdir()
             .expect("temp dir");
-        let mut server = ClickhouseServer {
+        let server = ClickhouseServer {
             dir,
             child: None,
             http_port: free_port(),
@@ -126,12 +142,11 @@ impl ClickhouseServer {
             https_port: tls.map(|_| free_port()),
             certificate: tls.unwrap_or(Certificate::SelfSigned),
             hook_password,
+            extra_config: String::new(),
         };
         if tls.is_some() {
             server.write_certificates();
         }
-        server.write_config();
-        server.launch();
         server
     }
 
@@ -207,10 +222,12 @@ impl ClickhouseServer {
   <default_database>default</default_database>
   <timezone>UTC</timezone>
   <mark_cache_size>268435456</mark_cache_size>
+  {extra}
 </yandex>
 "#,
             http = self.http_port,
-            tcp = self.tcp_port
+            tcp = self.tcp_port,
+            extra = self.extra_config,
         );
         let users = format!(
             r#"<yandex>
@@ -227,6 +244,12 @@ impl ClickhouseServer {
     }
 
     fn launch(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting for it to answer (see [`ClickhouseServer::wait_ready`]).
+    fn spawn(&mut self) {
         let mut command = Command::new(clickhouse_binary());
         command
             .arg(format!(
@@ -245,6 +268,10 @@ impl ClickhouseServer {
             )
         });
         self.child = Some(child);
+    }
+
+    /// Waits up to 60 s for the started process to answer.
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let https_up = self
@@ -311,6 +338,22 @@ impl ClickhouseServer {
         let text = response.text().await.expect("ClickHouse answer body");
         assert!(status.is_success(), "ClickHouse refused {sql}: {text}");
         text
+    }
+
+    /// Runs SQL over plain HTTP/1.0 without a runtime; `None` on any failure.
+    pub fn try_query_blocking(&self, sql: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let request = format!(
+            "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+            sql.len()
+        );
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.0 200").then(|| body.to_string())
     }
 
     /// [`ClickhouseServer::query`] for tests without a runtime.
