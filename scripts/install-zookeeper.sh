@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs ZooKeeper from Debian's archive (Debian 12: 3.8, package `zookeeper`, with a Java
-# runtime), for the cluster tests (scripts/test-cluster.sh) and `scripts/run-local.sh --cluster`.
+# runtime), for the cluster tests (tests/cluster.rs) and `scripts/run-local.sh --cluster`.
 # Safe to run again: it does nothing when the jar and java are there. Only the library package is
 # installed, not `zookeeperd`: nothing is started as a service; the tests and run-local.sh start
 # their own ZooKeeper with their own config.

@@ -616,6 +616,15 @@ pub mod writer {
         counter!("hookhouse_credentials_reloads_total").increment(1);
     }
 
+    /// Several ClickHouse URLs, and tables that do not deduplicate inserts.
+    pub fn failover_off() {
+        tracing::error!(
+            "HOOKHOUSE_CLICKHOUSE_URL lists several nodes, but the data tables are not replicated \
+             (plain MergeTree): failing over could land a row twice, so this gateway stays on the \
+             node it talks to now; migrate with HOOKHOUSE_CLICKHOUSE_CLUSTER set for replicated tables"
+        );
+    }
+
     pub fn migrations_applied(applied: &[u32]) {
         if !applied.is_empty() {
             tracing::info!(?applied, "schema migrations applied");

@@ -1,6 +1,8 @@
 //! hookhouse on a ClickHouse cluster (CONTRACT §10), against real processes: a ZooKeeper and
 //! several clickhouse-server nodes started by `common::cluster`, and the real gateway binary.
-//! Run by `scripts/test-cluster.sh` (CI calls it through scripts/test.sh), bounded in time.
+//! Run by `cargo test` (CI calls it through scripts/test.sh). The tests take turns: each starts
+//! ZooKeeper and two to four ClickHouse servers, more than two cores hold at once, and one uses a
+//! process-wide fail point.
 
 mod common;
 
@@ -11,8 +13,15 @@ use common::eventually;
 
 /// The harness itself: ON CLUSTER DDL reaches every node, a replicated table copies an insert
 /// to the other replica, and a stopped replica catches up once restarted.
+/// One cluster at a time (see the module docs).
+async fn one_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_cluster_replicates_and_a_stopped_replica_catches_up() {
+    let _one = one_cluster_at_a_time().await;
     let mut cluster = LocalCluster::start(1, 2);
     let a = cluster.node(0);
     a.query(&format!(
@@ -70,6 +79,7 @@ fn cli(cluster: &LocalCluster, index: usize, args: &[&str]) -> String {
 /// through the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_makes_replicated_tables_on_every_node_once() {
+    let _one = one_cluster_at_a_time().await;
     let cluster = LocalCluster::start(1, 2);
     let first = cli(&cluster, 0, &["migrate", "--json"]);
     assert!(first.contains("\"applied\":[1,2,3]"), "{first}");
@@ -182,6 +192,7 @@ fn pipeline_and_token(cluster: &LocalCluster, index: usize, name: &str) -> (u64,
 /// on both shards, and either node answers the same count, through `events` and the view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_spread_rows_and_answer_the_same_from_either_node() {
+    let _one = one_cluster_at_a_time().await;
     let cluster = LocalCluster::start(2, 1);
     cli(&cluster, 0, &["migrate"]);
     let (id, key, token) = pipeline_and_token(&cluster, 1, "shards");
@@ -228,6 +239,7 @@ async fn two_shards_spread_rows_and_answer_the_same_from_either_node() {
 /// merely contains those rows (a new block: every row of it would land twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_through_another_replica_lands_nothing_twice() {
+    let _one = one_cluster_at_a_time().await;
     let mut cluster = LocalCluster::start(1, 2);
     cli(&cluster, 0, &["migrate"]);
     let (id, key, token) = pipeline_and_token(&cluster, 0, "hole");
@@ -350,6 +362,7 @@ async fn keep_sending(
 /// answered 200 is in `events` exactly once, counted on each replica, and nothing is twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_killed_and_a_replica_restarted_land_every_request_once() {
+    let _one = one_cluster_at_a_time().await;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -451,6 +464,7 @@ async fn two_gateways_killed_and_a_replica_restarted_land_every_request_once() {
 /// within 10 seconds: its requests go to `rejected` as `REVOKED_KEY`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_through_one_node_is_refused_on_the_other_within_10_s() {
+    let _one = one_cluster_at_a_time().await;
     let cluster = LocalCluster::start(1, 2);
     cli(&cluster, 0, &["migrate"]);
     // Created through A and used at once through B: B's gateway syncs its replica first.
@@ -518,6 +532,7 @@ async fn a_token_revoked_through_one_node_is_refused_on_the_other_within_10_s() 
 /// with today's columns, and its replicas fetch the rows from the other node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_its_tables_gets_them_back_from_migrate() {
+    let _one = one_cluster_at_a_time().await;
     let cluster = LocalCluster::start(1, 2);
     cli(&cluster, 0, &["migrate"]);
     let (id, key, token) = pipeline_and_token(&cluster, 0, "rebuilt");

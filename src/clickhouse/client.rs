@@ -29,6 +29,11 @@ pub struct Clickhouse {
     cluster: Option<String>,
     /// The data tables deduplicate inserts (replicated): every insert asks for it.
     deduplicating: Arc<AtomicBool>,
+    /// Failover is off: the tables do not deduplicate (see [`Clickhouse::pin`]).
+    pinned: Arc<AtomicBool>,
+    /// When credentials were last synced from the other replicas, and whether it worked
+    /// (see [`Clickhouse::credentials_sync_due`]).
+    last_sync: Arc<Mutex<Option<(std::time::Instant, bool)>>>,
     /// What the server it talks to knows, asked once and asked again after a connection failed
     /// (the server may have been upgraded meanwhile).
     features: Arc<Mutex<Option<ServerFeatures>>>,
@@ -96,6 +101,17 @@ const PERMANENT_CODES: &[u32] = &[
     469, // VIOLATED_CONSTRAINT
 ];
 
+/// The settings that decide how an insert is cut into blocks, at their defaults (from 18.16 to
+/// current releases).
+const BLOCK_SETTINGS: [(&str, &str); 3] = [
+    ("max_insert_block_size", "1048576"),
+    ("min_insert_block_size_rows", "1048576"),
+    ("min_insert_block_size_bytes", "268435456"),
+];
+
+/// Codes that say the node, not the statement, is at fault (see [`ChError::leaves_node`]).
+const NODE_UNUSABLE_CODES: [u32; 3] = [242, 225, 999];
+
 impl ChError {
     /// The ClickHouse error code in the server's answer, if it sent one.
     pub fn code(&self) -> Option<u32> {
@@ -123,6 +139,17 @@ impl ChError {
     /// The connection to ClickHouse failed (refused, reset, cut off): the node may be down.
     pub fn is_connection(&self) -> bool {
         matches!(self.0, clickhouse::error::Error::Network(_))
+    }
+
+    /// The node cannot serve us now: unreachable, silent past the timeout (a host that is off
+    /// sends no reset), or its replicated tables read-only for want of ZooKeeper
+    /// (TABLE_IS_READ_ONLY, NO_ZOOKEEPER, KEEPER_EXCEPTION). Another node may.
+    pub fn leaves_node(&self) -> bool {
+        self.is_connection()
+            || matches!(self.0, clickhouse::error::Error::TimedOut)
+            || self
+                .code()
+                .is_some_and(|code| NODE_UNUSABLE_CODES.contains(&code))
     }
 
     /// A short label for metrics.
@@ -173,6 +200,8 @@ impl Clickhouse {
             db: settings.clickhouse_database.clone(),
             cluster: settings.clickhouse_cluster.clone(),
             deduplicating: Arc::default(),
+            pinned: Arc::default(),
+            last_sync: Arc::default(),
             features: Arc::default(),
         })
     }
@@ -229,6 +258,31 @@ impl Clickhouse {
         self.deduplicating.store(true, Ordering::Relaxed);
     }
 
+    /// Stays on the current node from now on: the tables do not deduplicate inserts, and a
+    /// retry through another node could land a row twice (see `writer::exactly_once`). Returns
+    /// whether there was anywhere to fail over to.
+    pub fn pin(&self) -> bool {
+        self.pinned.store(true, Ordering::Relaxed);
+        self.nodes.len() > 1
+    }
+
+    /// Whether credentials should be synced from the other replicas before a reload: at most
+    /// once a second (a flood of unknown keys asks for a reload every batch), and after a sync
+    /// that could not finish (a replica is down) not for 10 s: each would wait its full bound.
+    pub fn credentials_sync_due(&self) -> bool {
+        let last = *self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
+        match last {
+            None => true,
+            Some((at, true)) => at.elapsed() >= Duration::from_secs(1),
+            Some((at, false)) => at.elapsed() >= Duration::from_secs(10),
+        }
+    }
+
+    pub fn credentials_synced(&self, ok: bool) {
+        *self.last_sync.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), ok));
+    }
+
     /// Which node requests go to now (an index into `HOOKHOUSE_CLICKHOUSE_URL`'s list).
     pub fn node(&self) -> usize {
         self.current.load(Ordering::Relaxed)
@@ -243,11 +297,11 @@ impl Clickhouse {
     /// next node becomes current (unless another request moved on already), and the server's
     /// features are asked again. Returns whether it failed over.
     pub fn failed(&self, node: usize, error: &ChError) -> bool {
-        if !error.is_connection() {
+        if !error.leaves_node() {
             return false;
         }
         self.forget_features();
-        if self.nodes.len() < 2 {
+        if self.nodes.len() < 2 || self.pinned.load(Ordering::Relaxed) {
             return false;
         }
         let next = (node + 1) % self.nodes.len();
@@ -309,6 +363,12 @@ impl Clickhouse {
         // acknowledged. Both settings are known from 18.16 to current releases.
         if self.cluster.is_some() || self.deduplicating.load(Ordering::Relaxed) {
             insert = insert.with_setting("insert_deduplicate", "1");
+            // Where the server cuts an insert into blocks decides what a retry is the same
+            // block as: pinned here to the defaults, so that a node with another profile (or
+            // version) cuts a retried insert as the first attempt was cut.
+            for (setting, value) in BLOCK_SETTINGS {
+                insert = insert.with_setting(setting, value);
+            }
         }
         if self.cluster.is_some() {
             insert = insert.with_setting("insert_distributed_sync", "1");

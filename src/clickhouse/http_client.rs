@@ -25,6 +25,8 @@ use rustls::{CertificateError, RootCertStore};
 
 use crate::config::{ClickhouseEndpoint, ConfigError};
 
+/// How long a TCP connection to ClickHouse may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// TCP keepalive on connections to ClickHouse, as the clickhouse crate's default client has.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// ClickHouse closes idle connections after 3 s by default (10 s from 23.11); dropping ours
@@ -48,6 +50,8 @@ pub fn client(
     };
     let mut tcp = HttpConnector::new();
     tcp.set_keepalive(Some(TCP_KEEPALIVE));
+    // A host that is off answers nothing: give up soon, so that the next node is tried.
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let mut builder = HyperClient::builder(TokioExecutor::new());
     builder.pool_idle_timeout(POOL_IDLE_TIMEOUT);
     if !endpoint.url.starts_with("https://") {

@@ -73,14 +73,17 @@ const CREDENTIALS_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
 /// Best effort: when the node holding a new version is down, the reload goes on with what this
 /// node has, and says so (rate-limited).
 pub async fn sync_credentials(ch: &Clickhouse) {
-    if ch.cluster().is_none() {
+    if ch.cluster().is_none() || !ch.credentials_sync_due() {
         return;
     }
+    let mut ok = true;
     for table in ["pipelines", "tokens"] {
         if let Err(error) = ch.sync_replica(&ch.table(table), CREDENTIALS_SYNC).await {
             crate::events::writer::credentials_not_synced(table, &error);
+            ok = false;
         }
     }
+    ch.credentials_synced(ok);
 }
 
 pub async fn list_pipelines(ch: &Clickhouse) -> Result<Vec<PipelineRow>, StoreError> {

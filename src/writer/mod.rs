@@ -162,6 +162,10 @@ impl Writer {
             }
         };
         let Some(engine) = engine else {
+            // Settle-and-check is sound only against the one node whose inserts it sees.
+            if self.exactly_once.destination.clickhouse().pin() {
+                events::writer::failover_off();
+            }
             return Ok(());
         };
         events::writer::identical_retries(&engine);
