@@ -78,6 +78,35 @@ impl Env {
     }
 }
 
+/// What most tests start from: a ClickHouse, a pipeline and its token, the CLI's environment,
+/// and a receiver subscribed with `args` (`subscription create`), answering as `plan` says.
+struct World {
+    ch: ClickhouseServer,
+    creds: Credentials,
+    env: Env,
+    receiver: Receiver,
+    id: String,
+    secret: String,
+}
+
+async fn world(name: &str, args: &[&str], mut plan: Value) -> World {
+    let ch = ClickhouseServer::start();
+    let creds = setup_pipeline(&ch, name).await;
+    let env = Env::new(&ch);
+    let receiver = Receiver::start().await;
+    let (id, secret) = env.subscribe(&receiver, args);
+    plan["secret"] = secret.clone().into();
+    receiver.control(plan).await;
+    World {
+        ch,
+        creds,
+        env,
+        receiver,
+        id,
+        secret,
+    }
+}
+
 async fn start_gateway(ch: &ClickhouseServer, env: &Env, scale: f64) -> Gateway {
     let key = env.key_file();
     Gateway::start(ch, |s| {
@@ -257,14 +286,19 @@ async fn landed_and_rejected_requests_are_told_signed_coalesced_and_recorded() {
 
 #[tokio::test]
 async fn retries_keep_their_webhook_id_back_off_honour_retry_after_and_410_disables() {
-    let ch = ClickhouseServer::start();
-    let creds = setup_pipeline(&ch, "retried").await;
-    let env = Env::new(&ch);
-    let receiver = Receiver::start().await;
-    let (id, secret) = env.subscribe(&receiver, &["--event", "request.rejected"]);
-    receiver
-        .control(json!({"secret": secret, "answers": [500, 503, 502, 200], "default": 200}))
-        .await;
+    let World {
+        ch,
+        creds,
+        env,
+        receiver,
+        id,
+        secret: _,
+    } = world(
+        "retried",
+        &["--event", "request.rejected"],
+        json!({"answers": [500, 503, 502, 200], "default": 200}),
+    )
+    .await;
     // 5 s, 30 s, 2 min… scaled to 50 ms, 300 ms, 1.2 s.
     let gateway = start_gateway(&ch, &env, 0.01).await;
     let client = reqwest::Client::new();
@@ -340,14 +374,19 @@ async fn retries_keep_their_webhook_id_back_off_honour_retry_after_and_410_disab
 
 #[tokio::test]
 async fn twenty_failed_notifications_disable_and_enable_starts_the_count_again() {
-    let ch = ClickhouseServer::start();
-    let creds = setup_pipeline(&ch, "failing").await;
-    let env = Env::new(&ch);
-    let receiver = Receiver::start().await;
-    let (id, secret) = env.subscribe(&receiver, &["--event", "request.rejected"]);
-    receiver
-        .control(json!({"secret": secret, "default": 500}))
-        .await;
+    let World {
+        ch,
+        creds,
+        env,
+        receiver,
+        id,
+        secret: _,
+    } = world(
+        "failing",
+        &["--event", "request.rejected"],
+        json!({"default": 500}),
+    )
+    .await;
     // Six attempts in about half a second.
     let gateway = start_gateway(&ch, &env, 0.0002).await;
     let client = reqwest::Client::new();
@@ -405,14 +444,14 @@ async fn twenty_failed_notifications_disable_and_enable_starts_the_count_again()
 
 #[tokio::test]
 async fn subscription_commands_say_what_they_did_and_refuse_bad_input() {
-    let ch = ClickhouseServer::start();
-    let creds = setup_pipeline(&ch, "commands").await;
-    let env = Env::new(&ch);
-    let receiver = Receiver::start().await;
-    let (id, secret) = env.subscribe(&receiver, &[]);
-    receiver
-        .control(json!({"secret": secret, "answers": [200, 503]}))
-        .await;
+    let World {
+        ch,
+        creds,
+        env,
+        receiver,
+        id,
+        secret: _,
+    } = world("commands", &[], json!({"answers": [200, 503]})).await;
 
     let out = env.ok(&["subscription", "test", "--id", &id]);
     assert!(
@@ -511,14 +550,19 @@ async fn subscription_commands_say_what_they_did_and_refuse_bad_input() {
 
 #[tokio::test]
 async fn notifications_due_at_a_kill_9_are_sent_after_the_restart() {
-    let ch = ClickhouseServer::start();
-    let creds = setup_pipeline(&ch, "killed").await;
-    let env = Env::new(&ch);
-    let receiver = Receiver::start().await;
-    let (_, secret) = env.subscribe(&receiver, &["--event", "data.landed"]);
-    receiver
-        .control(json!({"secret": secret, "default": 503}))
-        .await;
+    let World {
+        ch,
+        creds,
+        env,
+        receiver,
+        secret,
+        ..
+    } = world(
+        "killed",
+        &["--event", "data.landed"],
+        json!({"default": 503}),
+    )
+    .await;
     let data = tempfile::tempdir().expect("data dir");
     let key = env.key_file();
     let settings = [
@@ -582,14 +626,14 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_receiver_that_never_answers_keeps_memory_and_disk_flat_and_ingest_going() {
-    let ch = ClickhouseServer::start();
-    let creds = setup_pipeline(&ch, "dead").await;
-    let env = Env::new(&ch);
-    let receiver = Receiver::start().await;
-    let (_, secret) = env.subscribe(&receiver, &[]);
-    receiver
-        .control(json!({"secret": secret, "hang": true}))
-        .await;
+    let World {
+        ch,
+        creds,
+        env,
+        receiver: _receiver,
+        secret: _,
+        ..
+    } = world("dead", &[], json!({"hang": true})).await;
     let data = tempfile::tempdir().expect("data dir");
     let key = env.key_file();
     let mut gateway = GatewayProcess::spawn(
@@ -678,14 +722,19 @@ async fn a_receiver_that_never_answers_keeps_memory_and_disk_flat_and_ingest_goi
 
 #[tokio::test]
 async fn two_gateways_on_one_clickhouse_each_tell_what_they_landed_and_nothing_twice() {
-    let ch = ClickhouseServer::start();
-    let creds = setup_pipeline(&ch, "fleet").await;
-    let env = Env::new(&ch);
-    let receiver = Receiver::start().await;
-    let (_, secret) = env.subscribe(&receiver, &["--event", "data.landed"]);
-    receiver
-        .control(json!({"secret": secret, "default": 200}))
-        .await;
+    let World {
+        ch,
+        creds,
+        env,
+        receiver,
+        secret: _,
+        ..
+    } = world(
+        "fleet",
+        &["--event", "data.landed"],
+        json!({"default": 200}),
+    )
+    .await;
     let (a, b) = (
         start_gateway(&ch, &env, 1.0).await,
         start_gateway(&ch, &env, 1.0).await,
@@ -728,14 +777,19 @@ async fn two_gateways_on_one_clickhouse_each_tell_what_they_landed_and_nothing_t
 
 #[tokio::test]
 async fn a_fast_receiver_gets_every_notification_of_a_burst_at_once() {
-    let ch = ClickhouseServer::start();
-    let creds = setup_pipeline(&ch, "burst").await;
-    let env = Env::new(&ch);
-    let receiver = Receiver::start().await;
-    let (_, secret) = env.subscribe(&receiver, &["--event", "request.rejected"]);
-    receiver
-        .control(json!({"secret": secret, "default": 204}))
-        .await;
+    let World {
+        ch,
+        creds,
+        env,
+        receiver,
+        secret: _,
+        ..
+    } = world(
+        "burst",
+        &["--event", "request.rejected"],
+        json!({"default": 204}),
+    )
+    .await;
     let gateway = start_gateway(&ch, &env, 1.0).await;
     let client = reqwest::Client::new();
     let url = gateway.url(&wrong_token(&creds));
