@@ -5,7 +5,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use super::signed::secrets_key;
-use super::{admin_client, read_client, scope, when, SubscriptionCommand};
+use super::{admin_client, read_client, scope, state, when, SubscriptionCommand};
 use crate::clickhouse::rows::SubscriptionRow;
 use crate::clickhouse::store;
 use crate::config::Settings;
@@ -50,7 +50,7 @@ pub async fn run(
                     println!(
                         "{:<36} {:<9} {:<20} {:<16} {:<28} {}",
                         row.subscription_id,
-                        state(row),
+                        state(row.active != 0),
                         when(row.created_at),
                         scope(&row.pipelines),
                         row.event_types.join(","),
@@ -211,14 +211,6 @@ fn check_id(id: &str) -> anyhow::Result<()> {
         bail!("{id:?} is not a subscription id (sub_ and 32 hex digits; see `hookhouse subscription list`)");
     }
     Ok(())
-}
-
-fn state(row: &SubscriptionRow) -> &'static str {
-    if row.active != 0 {
-        "active"
-    } else {
-        "disabled"
-    }
 }
 
 fn subscription_json(row: &SubscriptionRow) -> serde_json::Value {

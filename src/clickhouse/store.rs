@@ -424,9 +424,7 @@ pub async fn create_subscription(
         pipeline(ch, *id).await?;
     }
     row.created_at = now_secs();
-    row.version = next_version(0);
-    ch.insert_one(&ch.table("subscriptions"), &row).await?;
-    Ok(row)
+    insert_subscription_version(ch, row).await
 }
 
 /// Stores a new version of a subscription: its current row, changed by `change`.
@@ -437,9 +435,7 @@ pub async fn update_subscription(
 ) -> Result<SubscriptionRow, StoreError> {
     let mut row = subscription(ch, id).await?;
     change(&mut row);
-    row.version = next_version(row.version);
-    ch.insert_one(&ch.table("subscriptions"), &row).await?;
-    Ok(row)
+    insert_subscription_version(ch, row).await
 }
 
 /// Disables a subscription for `why`, unless it changed since `version` (an operator enabled,
@@ -460,9 +456,17 @@ pub async fn disable_subscription(
     }
     row.active = 0;
     row.disabled_reason = why.to_owned();
+    insert_subscription_version(ch, row).await.map(Some)
+}
+
+/// Stores `row` as the subscription's next version.
+async fn insert_subscription_version(
+    ch: &Clickhouse,
+    mut row: SubscriptionRow,
+) -> Result<SubscriptionRow, StoreError> {
     row.version = next_version(row.version);
     ch.insert_one(&ch.table("subscriptions"), &row).await?;
-    Ok(Some(row))
+    Ok(row)
 }
 
 /// Keeps attempts to deliver notifications in `notification_attempts`.

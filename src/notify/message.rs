@@ -43,14 +43,10 @@ pub fn webhook_id_for(subscription_id: &str, request_id: &str) -> String {
 /// A new signing secret, `whsec_` + base64 of 32 random bytes, as Standard Webhooks libraries
 /// take it (they decode what follows `whsec_` into the HMAC key).
 pub fn new_secret() -> Secret {
-    use base64::Engine;
     use rand::Rng;
     let mut key = [0u8; 32];
     rand::rng().fill(&mut key);
-    let text = format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(key)
-    );
+    let text = format!("whsec_{}", crate::signing::codec::base64_encode(&key));
     Secret::new(text.into_bytes())
 }
 

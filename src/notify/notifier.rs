@@ -277,10 +277,7 @@ impl Notifier {
                 if !message::wants(&row.event_types, message::REQUEST_REJECTED) {
                     continue;
                 }
-                let mut room = self
-                    .config
-                    .max_pending
-                    .saturating_sub(outbox.state().pending_of(id));
+                let mut room = outbox.state().room(id, self.config.max_pending);
                 for fact in &untold.rejected {
                     if !message::covers(&row.pipelines, fact.pipeline_id) {
                         continue;
@@ -347,11 +344,9 @@ impl Notifier {
                 if now < last.saturating_add(COALESCE_MS) {
                     continue;
                 }
-                let room = room.entry(sub).or_insert_with(|| {
-                    self.config
-                        .max_pending
-                        .saturating_sub(outbox.state().pending_of(sub))
-                });
+                let room = room
+                    .entry(sub)
+                    .or_insert_with(|| outbox.state().room(sub, self.config.max_pending));
                 if *room == 0 {
                     continue; // the span goes on growing: no count is lost
                 }
@@ -393,6 +388,8 @@ impl Notifier {
         }
         let now = now_ms();
         let mut launches = Vec::new();
+        let outbox = self.outbox.clone();
+        let outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
         let subs: Vec<String> = self.queues.keys().cloned().collect();
         for sub in subs {
             if !self.dispatchable(&sub) {
@@ -414,8 +411,6 @@ impl Notifier {
             };
             let mut share = IN_FLIGHT_PER_SUBSCRIPTION
                 .saturating_sub(self.in_flight.get(&sub).copied().unwrap_or(0));
-            let outbox = self.outbox.clone();
-            let outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
             let Some(queue) = self.queues.get_mut(&sub) else {
                 continue;
             };

@@ -195,6 +195,11 @@ impl State {
         self.by_sub.get(sub).copied().unwrap_or(0)
     }
 
+    /// How many more notifications `sub` may have waiting, at most `max_pending` in all.
+    pub fn room(&self, sub: &str, max_pending: usize) -> usize {
+        max_pending.saturating_sub(self.pending_of(sub))
+    }
+
     /// The fewest lines that give this state again.
     fn entries(&self) -> Vec<Entry> {
         let mut out = Vec::new();
@@ -241,6 +246,16 @@ impl State {
         }
         out
     }
+}
+
+/// `entries` as the journal holds them: one JSON object a line.
+fn lines(entries: &[Entry]) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    for entry in entries {
+        serde_json::to_writer(&mut bytes, entry)?;
+        bytes.push(b'\n');
+    }
+    Ok(bytes)
 }
 
 /// The journal on disk and the state it holds.
@@ -318,11 +333,7 @@ impl Outbox {
         if self.torn {
             self.rewrite()?;
         }
-        let mut bytes = Vec::new();
-        for entry in entries {
-            serde_json::to_writer(&mut bytes, entry)?;
-            bytes.push(b'\n');
-        }
+        let bytes = lines(entries)?;
         let written = self
             .file
             .write_all(&bytes)
@@ -354,11 +365,7 @@ impl Outbox {
         self.torn = true;
         let entries = self.state.entries();
         let temp = self.dir.join(TEMP);
-        let mut bytes = Vec::new();
-        for entry in &entries {
-            serde_json::to_writer(&mut bytes, entry)?;
-            bytes.push(b'\n');
-        }
+        let bytes = lines(&entries)?;
         {
             let mut file = File::create(&temp)?;
             file.write_all(&bytes)?;

@@ -13,7 +13,7 @@
 //! - No secret, signature or key appears in `Debug` output or in an error message.
 //! - Nothing here panics on input; the only I/O is reading the secrets key file.
 
-mod codec;
+pub(crate) mod codec;
 pub mod describe;
 pub mod filter;
 pub mod scheme;
