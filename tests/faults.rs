@@ -407,7 +407,7 @@ async fn full_disk(with_subscription: bool) {
     let key_file = tmp.path().join("secrets.key");
     let mut env = Vec::new();
     if with_subscription {
-        std::fs::write(&key_file, "Qm9vc3RlZCBieSBob29raG91c2Ugbm90aWZpY2F0aW8=\n").unwrap();
+        std::fs::write(&key_file, format!("{}\n", common::SECRETS_KEY)).unwrap();
         let key = hookhouse::signing::SecretsKey::load(&key_file).unwrap();
         let id = hookhouse::notify::message::new_subscription_id();
         let secret = hookhouse::notify::message::new_secret();

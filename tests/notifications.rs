@@ -4,56 +4,17 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::receiver::{Received, Receiver};
 use common::{
-    eventually, hookhouse_cli, post, setup_pipeline, ClickhouseServer, Credentials, Gateway,
-    GatewayProcess,
+    eventually, hookhouse_cli, post, setup_pipeline, CliEnv as Env, ClickhouseServer, Credentials,
+    Gateway, GatewayProcess,
 };
 use serde_json::{json, Value};
 
-const SECRETS_KEY: &str = "Qm9vc3RlZCBieSBob29raG91c2Ugbm90aWZpY2F0aW8=";
-
-/// ClickHouse's URL and a secrets key file, as the CLI and gateways need them.
-struct Env {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
+/// What the notification tests add to the CLI's environment.
 impl Env {
-    fn new(ch: &ClickhouseServer) -> Env {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("secrets.key"), format!("{SECRETS_KEY}\n"))
-            .expect("key file");
-        Env { dir, url: ch.url() }
-    }
-
-    fn key_file(&self) -> PathBuf {
-        self.dir.path().join("secrets.key")
-    }
-
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let key = self.key_file();
-        hookhouse_cli(
-            args,
-            &[
-                ("HOOKHOUSE_CLICKHOUSE_URL", &self.url),
-                (
-                    "HOOKHOUSE_SECRETS_KEY_FILE",
-                    key.to_str().expect("utf-8 path"),
-                ),
-            ],
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.cli(args);
-        assert_eq!(code, 0, "hookhouse {args:?} failed:\n{out}\n{err}");
-        out
-    }
-
     /// `subscription create … --json`: (id, secret).
     fn subscribe(&self, receiver: &Receiver, extra: &[&str]) -> (String, String) {
         let url = receiver.url("/hooks");
@@ -134,20 +95,28 @@ fn of_type<'a>(received: &'a [Received], kind: &str) -> Vec<&'a Received> {
         .collect()
 }
 
+/// How many rows the `data.landed` notifications among `received` tell of.
+fn rows_told(received: &[&Received]) -> u64 {
+    received
+        .iter()
+        .map(|r| {
+            r.json.as_ref().expect("json")["data"]["count"]
+                .as_u64()
+                .expect("count")
+        })
+        .sum()
+}
+
 /// Waits until the receiver holds data.landed notifications whose counts add up to `rows`.
 async fn wait_landed(receiver: &Receiver, rows: u64, within: Duration) -> Vec<Received> {
     let deadline = Instant::now() + within;
     loop {
         let received = receiver.received().await;
-        let delivered: u64 = of_type(&received, "data.landed")
-            .iter()
+        let delivered: Vec<&Received> = of_type(&received, "data.landed")
+            .into_iter()
             .filter(|r| r.answered.is_some_and(|s| (200..300).contains(&s)))
-            .map(|r| {
-                r.json
-                    .as_ref()
-                    .map_or(0, |j| j["data"]["count"].as_u64().unwrap_or(0))
-            })
-            .sum();
+            .collect();
+        let delivered = rows_told(&delivered);
         if delivered >= rows || Instant::now() > deadline {
             return received;
         }
@@ -200,14 +169,7 @@ async fn landed_and_rejected_requests_are_told_signed_coalesced_and_recorded() {
         );
     }
     let landed = of_type(&received, "data.landed");
-    let total: u64 = landed
-        .iter()
-        .map(|r| {
-            r.json.as_ref().expect("json")["data"]["count"]
-                .as_u64()
-                .expect("count")
-        })
-        .sum();
+    let total = rows_told(&landed);
     assert_eq!(
         total,
         ids.len() as u64,
@@ -596,14 +558,7 @@ async fn notifications_due_at_a_kill_9_are_sent_after_the_restart() {
         Some(&webhook_id),
         "the same notification, sent again"
     );
-    let total: u64 = delivered
-        .iter()
-        .map(|r| {
-            r.json.as_ref().expect("json")["data"]["count"]
-                .as_u64()
-                .expect("count")
-        })
-        .sum();
+    let total = rows_told(&delivered);
     assert_eq!(total, ids.len() as u64);
     assert!(received.iter().all(|r| r.verified));
     let log = gateway.log();
@@ -749,14 +704,7 @@ async fn two_gateways_on_one_clickhouse_each_tell_what_they_landed_and_nothing_t
     let total = (sent_a.len() + sent_b.len()) as u64;
     let received = wait_landed(&receiver, total, Duration::from_secs(30)).await;
     let landed = of_type(&received, "data.landed");
-    let counted: u64 = landed
-        .iter()
-        .map(|r| {
-            r.json.as_ref().expect("json")["data"]["count"]
-                .as_u64()
-                .expect("count")
-        })
-        .sum();
+    let counted = rows_told(&landed);
     assert_eq!(
         counted, total,
         "every row told once across both gateways: {landed:#?}"

@@ -12,11 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use common::CliEnv as Env;
 use common::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-
-const SECRETS_KEY: &str = "q2VeT3p0mFh0cJcU7l3m3vKX1kR0o7C4b2s8N1yY6aQ=";
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
@@ -189,48 +188,12 @@ impl Sender {
     }
 }
 
-/// Everything a test needs to drive the CLI: ClickHouse's URL and the secrets key file.
-struct Env {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
+/// What the signed-sender tests add to the CLI's environment.
 impl Env {
-    fn new(ch: &ClickhouseServer) -> Env {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("secrets.key"), format!("{SECRETS_KEY}\n"))
-            .expect("key file");
-        Env { dir, url: ch.url() }
-    }
-
-    fn key_file(&self) -> PathBuf {
-        self.dir.path().join("secrets.key")
-    }
-
     fn secret_file(&self, name: &str, secret: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, format!("{secret}\n")).expect("secret file");
         path
-    }
-
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let key = self.key_file();
-        hookhouse_cli(
-            args,
-            &[
-                ("HOOKHOUSE_CLICKHOUSE_URL", &self.url),
-                (
-                    "HOOKHOUSE_SECRETS_KEY_FILE",
-                    key.to_str().expect("utf-8 path"),
-                ),
-            ],
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.cli(args);
-        assert_eq!(code, 0, "{args:?}: {err}");
-        out
     }
 
     fn verify(&self, pipeline: u64, scheme: &str, secret: &str) {

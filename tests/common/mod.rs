@@ -715,6 +715,51 @@ pub fn hookhouse_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Strin
     )
 }
 
+/// The secrets key the tests give gateways and the CLI (`HOOKHOUSE_SECRETS_KEY_FILE`).
+pub const SECRETS_KEY: &str = "q2VeT3p0mFh0cJcU7l3m3vKX1kR0o7C4b2s8N1yY6aQ=";
+
+/// Everything a test needs to drive the CLI: ClickHouse's URL and a secrets key file
+/// ([`SECRETS_KEY`]) in a folder of its own, which test files add their own files to.
+pub struct CliEnv {
+    pub dir: TempDir,
+    pub url: String,
+}
+
+impl CliEnv {
+    pub fn new(ch: &ClickhouseServer) -> CliEnv {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("secrets.key"), format!("{SECRETS_KEY}\n"))
+            .expect("key file");
+        CliEnv { dir, url: ch.url() }
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.path().join("secrets.key")
+    }
+
+    /// Runs `hookhouse ARGS` against this ClickHouse with the key file set.
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let key = self.key_file();
+        hookhouse_cli(
+            args,
+            &[
+                ("HOOKHOUSE_CLICKHOUSE_URL", &self.url),
+                (
+                    "HOOKHOUSE_SECRETS_KEY_FILE",
+                    key.to_str().expect("utf-8 path"),
+                ),
+            ],
+        )
+    }
+
+    /// [`CliEnv::cli`], which must succeed; its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.cli(args);
+        assert_eq!(code, 0, "hookhouse {args:?} failed:\n{out}\n{err}");
+        out
+    }
+}
+
 /// How many times each request id is in ClickHouse, `events` and `rejected` together.
 pub async fn landed_counts(ch: &ClickhouseServer) -> std::collections::HashMap<String, u64> {
     ch.query(
