@@ -218,6 +218,21 @@ def check_settings(engine, requests, results, failures):
                 failures.append(f"{label}: query_id {query_id!r} lacks the writer's prefix")
 
 
+def check_versioned(engine, failures, db, table, fields, latest_rows, listed_rows):
+    """A versioned table (pipelines, tokens, subscriptions): its latest versions as the library
+    returned them, as `store.list_<table>` decoded them from the engine, and as read back with
+    `FINAL`, all the same. Returns the rows read back."""
+    def row_of(row):
+        return [row[f] for f in fields]
+    latest = sorted(row_of(row) for row in latest_rows)
+    listed = sorted(row_of(row) for row in listed_rows)
+    expect(failures, f"store.list_{table} (FINAL, decoded by hookhouse)", listed, latest)
+    columns = ", ".join("toUInt32(created_at)" if f == "created_at" else f for f in fields)
+    direct = engine.rows(f"SELECT {columns} FROM `{db}`.{table} FINAL ORDER BY {fields[0]}")
+    expect(failures, f"{table} FINAL", direct, latest)
+    return direct
+
+
 def check_store(engine, results, failures):
     """Migrations apply once; `FINAL` reads give the latest version of pipelines and tokens,
     both as hookhouse decoded the engine's RowBinary and read back directly."""
@@ -226,39 +241,20 @@ def check_store(engine, results, failures):
     expect(failures, "migrations applied (first run, second)", applied, [results["migrations"], []])
     expect(failures, "schema_applied (before migrating, after)", results["schema_applied"], [False, True])
 
-    fields = ["pipeline_id", "name", "active", "created_at", "version"]
-    latest = [[row[f] for f in fields] for row in results["pipelines_latest"]]
-    listed = [[row[f] for f in fields] for row in results["pipelines_listed"]]
-    expect(failures, "store.list_pipelines (FINAL, decoded by hookhouse)", listed, latest)
-    direct = engine.rows(
-        "SELECT pipeline_id, name, active, toUInt32(created_at), version "
-        f"FROM `{db}`.pipelines FINAL ORDER BY pipeline_id"
-    )
-    expect(failures, "pipelines FINAL", direct, latest)
-
-    fields = ["key", "name", "token_hash", "pipelines", "revoked", "created_at", "version"]
-    latest = sorted([row[f] for f in fields] for row in results["tokens_latest"])
-    listed = sorted([row[f] for f in fields] for row in results["tokens_listed"])
-    expect(failures, "store.list_tokens (FINAL, decoded by hookhouse)", listed, latest)
-    direct = engine.rows(
-        "SELECT key, name, token_hash, pipelines, revoked, toUInt32(created_at), version "
-        f"FROM `{db}`.tokens FINAL ORDER BY key"
-    )
-    expect(failures, "tokens FINAL", direct, latest)
+    check_versioned(engine, failures, db, "pipelines",
+                    ["pipeline_id", "name", "active", "created_at", "version"],
+                    results["pipelines_latest"], results["pipelines_listed"])
+    check_versioned(engine, failures, db, "tokens",
+                    ["key", "name", "token_hash", "pipelines", "revoked", "created_at", "version"],
+                    results["tokens_latest"], results["tokens_listed"])
     revoked = [row["revoked"] for row in results["tokens_latest"]]
     expect(failures, "revoked, of the scoped token and the revoked one", revoked, [0, 1])
 
     # Notifications (CONTRACT §9): the latest version of a subscription, and an attempt.
-    fields = ["subscription_id", "url", "secret", "pipelines", "event_types", "active",
-              "disabled_reason", "deleted", "created_at", "version"]
-    latest = [[row[f] for f in fields] for row in results["subscriptions_latest"]]
-    listed = [[row[f] for f in fields] for row in results["subscriptions_listed"]]
-    expect(failures, "store.list_subscriptions (FINAL, decoded by hookhouse)", listed, latest)
-    direct = engine.rows(
-        "SELECT subscription_id, url, secret, pipelines, event_types, active, disabled_reason, "
-        f"deleted, toUInt32(created_at), version FROM `{db}`.subscriptions FINAL"
-    )
-    expect(failures, "subscriptions FINAL", direct, latest)
+    direct = check_versioned(engine, failures, db, "subscriptions",
+                             ["subscription_id", "url", "secret", "pipelines", "event_types",
+                              "active", "disabled_reason", "deleted", "created_at", "version"],
+                             results["subscriptions_latest"], results["subscriptions_listed"])
     expect(failures, "a subscription disabled by its second version", [r[5] for r in direct], [0])
     fields = ["subscription_id", "webhook_id", "type", "attempt", "status_code", "error",
               "duration_ms", "attempted_at"]
